@@ -1,0 +1,109 @@
+"""The task interface: data, the prompt, reward components and the evaluation scorer.
+
+A task bundles, in one module, everything d1 needs to know about one kind of problem
+(SPEC section 5). Trainers and the evaluator only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# d1's system prompt (SPEC 5): the model answers as <reasoning>..</reasoning><answer>..</answer>.
+SYSTEM_PROMPT = """
+Respond in the following format:
+<reasoning>
+...
+</reasoning>
+<answer>
+...
+</answer>
+"""
+
+
+@dataclass
+class Example:
+    """One task instance.
+
+    Attributes:
+        id: stable identifier (hub row index, file line, or generator seed + index).
+        question: the problem text, without the system prompt or chat template.
+        answer: the gold answer as a string (a number, a target, a 16-char Sudoku solution...).
+        meta: task-specific fields (Countdown numbers, Sudoku puzzle, code tests, ...).
+        response: a demonstration `<reasoning>..</reasoning>\\n<answer>..</answer>` for SFT, when
+            the data has one.
+    """
+
+    id: str
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    response: str | None = None
+
+
+@dataclass
+class Score:
+    """Evaluation outcome of one completion.
+
+    Attributes:
+        correct: 1.0 / 0.0 for most tasks; a fraction where the task's accuracy is fractional
+            (Sudoku: correct empty cells / empty cells).
+        parsed: the answer the generous parser extracted, or None.
+        details: extra per-example numbers (e.g. Sudoku's `solved`, `cells_total`).
+    """
+
+    correct: float
+    parsed: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# A reward component scores a batch of completions against their examples.
+RewardFn = Callable[[Sequence[str], Sequence[Example]], list[float]]
+
+
+class Task(ABC):
+    """One reasoning task. Subclasses live one per module under `d1.tasks`."""
+
+    name: ClassVar[str]
+    system_prompt: ClassVar[str] = SYSTEM_PROMPT
+
+    @abstractmethod
+    def load(
+        self,
+        split: str = "train",
+        *,
+        path: str | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+    ) -> list[Example]:
+        """Load a split ("train", "validation", "test") from the hub or from a local file."""
+
+    @abstractmethod
+    def user_message(self, example: Example) -> str:
+        """The user turn's text: the one place this task's prompt is written."""
+
+    def messages(self, example: Example) -> list[dict[str, str]]:
+        """Chat messages for the prompt, ready for `tokenizer.apply_chat_template`."""
+        return [{"role": "user", "content": self.user_message(example)}]
+
+    @abstractmethod
+    def reward_functions(self) -> dict[str, RewardFn]:
+        """Named RL reward components; the total reward is their sum."""
+
+    @abstractmethod
+    def score(self, completion: str, example: Example) -> Score:
+        """Evaluation correctness of one completion, with generous parsing."""
+
+    def aggregate(self, scores: Sequence[Score]) -> dict[str, float]:
+        """Task-level metrics from per-example scores (default: mean correctness)."""
+        n = len(scores)
+        return {"accuracy": sum(s.correct for s in scores) / n if n else 0.0, "n": float(n)}
+
+
+def render_prompt(tokenizer: Any, task: Task, example: Example) -> str:
+    """The prompt string: the task's messages through the model tokenizer's chat template."""
+    return tokenizer.apply_chat_template(
+        task.messages(example), tokenize=False, add_generation_prompt=True
+    )
