@@ -1,0 +1,11 @@
+"""diffu-GRPO (SPEC 4): rollouts, advantages, the clipped loss and the RL trainer.
+
+Modules:
+- `advantages`: group-relative advantages `r - mean(group)` (optionally std-scaled).
+- `loss`: the clipped ratio + k3 KL loss, completion masks, token aggregation weights.
+- `schedule`: the per-inner-iteration prompt-mask schedule.
+- `rollout`: sampling G completions per prompt and scoring them with the tasks' rewards.
+- `config` / `trainer`: `GRPOConfig` and `train_grpo(config)`.
+
+The log-prob estimator itself lives in `d1.likelihood`.
+"""
