@@ -88,6 +88,14 @@ class Task(ABC):
         """Chat messages for the prompt, ready for `tokenizer.apply_chat_template`."""
         return [{"role": "user", "content": self.user_message(example)}]
 
+    def assistant_prefix(self, example: Example) -> str:
+        """Text that starts the assistant turn, after the chat template's generation prompt.
+
+        Empty by default. d1's evaluation scripts append "<reasoning>" here, so completions
+        generated under that prompt do not contain the opening tag themselves.
+        """
+        return ""
+
     @abstractmethod
     def reward_functions(self) -> dict[str, RewardFn]:
         """Named RL reward components; the total reward is their sum."""
@@ -96,6 +104,12 @@ class Task(ABC):
     def score(self, completion: str, example: Example) -> Score:
         """Evaluation correctness of one completion, with generous parsing."""
 
+    def example_from_gold(self, question: str, gold: Any, *, example_id: str) -> Example:
+        """An Example rebuilt from an evaluation record (question + gold answer), used to score
+        saved generations (`d1 score`). Tasks whose gold is structured (Countdown's
+        [numbers, target], ...) override this."""
+        return Example(id=example_id, question=question, answer=str(gold))
+
     def aggregate(self, scores: Sequence[Score]) -> dict[str, float]:
         """Task-level metrics from per-example scores (default: mean correctness)."""
         n = len(scores)
@@ -103,7 +117,9 @@ class Task(ABC):
 
 
 def render_prompt(tokenizer: Any, task: Task, example: Example) -> str:
-    """The prompt string: the task's messages through the model tokenizer's chat template."""
-    return tokenizer.apply_chat_template(
+    """The prompt string: the task's messages through the model tokenizer's chat template,
+    followed by the task's `assistant_prefix` (empty unless the task asks for one)."""
+    prompt = tokenizer.apply_chat_template(
         task.messages(example), tokenize=False, add_generation_prompt=True
     )
+    return prompt + task.assistant_prefix(example)
