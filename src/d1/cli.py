@@ -22,5 +22,89 @@ def main() -> None:
     """d1 command line."""
 
 
+def _csv_list(value: str | None, cast: type = str) -> list:
+    """Parse "a,b,c" into a list (empty items dropped)."""
+    if value is None:
+        return []
+    return [cast(v.strip()) for v in value.split(",") if v.strip()]
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., "--model", help="Built-in name, checkpoint folder or hub id."),
+    tasks: str = typer.Option("gsm8k,math500,countdown,sudoku", help="Comma-separated tasks."),
+    gen_lengths: str = typer.Option("128,256,512", help="Comma-separated generation lengths."),
+    seeds: str = typer.Option("0", help="Sampling seeds (only matter with temperature > 0)."),
+    split: str = typer.Option("test", help="test | validation."),
+    limit: int | None = typer.Option(None, help="Evaluate the first N examples per task."),
+    batch_size: int = typer.Option(8, help="Prompts per batch (results do not depend on it)."),
+    block_length: int = typer.Option(32, help="Sampler block length (d1: 32)."),
+    steps: str | None = typer.Option(
+        None, help="Steps per gen length (comma list, or one value); default gen_length / 2."
+    ),
+    temperature: float = typer.Option(0.0, help="Sampling temperature (d1 evaluation: 0)."),
+    cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
+    remasking: str = typer.Option("low_confidence", help="low_confidence | random."),
+    sampler: str = typer.Option("reference", help="Registered sampler name."),
+    data: list[str] = typer.Option(
+        [], "--data", help="TASK=PATH: a local data file for a task (repeatable)."
+    ),
+    data_seed: int = typer.Option(42, help="Seed of the split's subsampling (fixed across runs)."),
+    dtype: str = typer.Option("auto", help="float32 | bfloat16 | float16 | auto."),
+    device: str | None = typer.Option(None, help="cpu | cuda | ... (default: cuda if available)."),
+    trust_remote_code: bool = typer.Option(False, help="Allow hub models' custom code."),
+    out: str | None = typer.Option(None, help="Output folder (generations, summary)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Evaluate a model on task splits: every generation to JSONL, summary as JSON + markdown."""
+    from d1.evaluation.progress import progress_bar
+    from d1.evaluation.runner import EvalConfig, evaluate, summary_markdown
+
+    data_paths = {}
+    for item in data:
+        if "=" not in item:
+            raise typer.BadParameter(f"--data expects TASK=PATH, got {item!r}.")
+        k, v = item.split("=", 1)
+        data_paths[k.strip()] = v.strip()
+    cfg = EvalConfig(
+        model=model,
+        tasks=tuple(_csv_list(tasks)),
+        gen_lengths=tuple(_csv_list(gen_lengths, int)),
+        seeds=tuple(_csv_list(seeds, int)),
+        split=split,
+        limit=limit,
+        data_seed=data_seed,
+        data_paths=data_paths,
+        batch_size=batch_size,
+        block_length=block_length,
+        steps=tuple(_csv_list(steps, int)) if steps else None,
+        temperature=temperature,
+        cfg_scale=cfg_scale,
+        remasking=remasking,
+        sampler=sampler,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        out=out,
+    )
+    with progress_bar("eval", enabled=progress) as bar:
+        result = evaluate(cfg, progress=bar)
+    typer.echo(summary_markdown(result.summary, cfg))
+    if result.out_dir is not None:
+        typer.echo(f"Wrote {result.out_dir}/summary.md, summary.json and generations/.")
+
+
+@app.command("report")
+def report_command(
+    run_dir: str = typer.Argument(..., help="A run folder (with *metrics*.jsonl) or the file."),
+    out: str | None = typer.Option(None, help="Output folder (default: RUN_DIR/report)."),
+) -> None:
+    """PNG curves (reward per component, accuracy, KL, length, clip, loss, lr) + markdown."""
+    from d1.report import write_report
+
+    res = write_report(run_dir, out)
+    typer.echo(f"Wrote {res.markdown} and {len(res.figures)} figures from {res.n_rows} rows.")
+
+
 if __name__ == "__main__":
     app()

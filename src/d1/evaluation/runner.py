@@ -1,0 +1,569 @@
+"""`d1 eval`: batched generation on a task split, scoring, and summaries across seeds (SPEC 2, 7).
+
+Protocol (d1's evaluation, every value overridable in `EvalConfig`): temperature 0, block 32,
+`steps = gen_length / 2`, gen lengths 128 / 256 / 512, the test split.
+
+Honesty rules this module enforces:
+- Results do not depend on the batch size: prompts are left-padded with an attention mask
+  (`d1.sampling.encode_prompts`), so at temperature 0 a prompt gets the same completion alone or
+  in any batch (tested). Examples are batched in order of prompt length (less padding); the
+  output keeps the data order.
+- Temperature > 0 (or random remasking) draws its noise from one `torch.Generator` seeded per
+  (seed, task, gen length) run, so seeds are independent runs and re-running a seed reproduces
+  it (for a fixed batch size: the noise is drawn per batch). At temperature 0 with
+  low-confidence remasking decoding is deterministic: several seeds would repeat the same run,
+  so only the first seed is run and the summary says so.
+- Every generation is written with its parsed answer and correctness (JSONL), so any number in
+  the summary can be recomputed from the files.
+
+Summary per task and gen length: each metric of `Task.aggregate` as mean, sample standard
+deviation across seeds and a 95 % interval (`d1.evaluation.stats.summarize`: Student t across
+seeds, or, with one seed, an interval over examples); the effective tokens per answer (the
+model's own tokens before the first EOS / end-of-turn token); wall time and tokens/s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d1.evaluation.stats import Summary, format_pct, format_summary, summarize
+from d1.tasks import Example, Task, get_task, render_prompt
+
+ALL_TASKS: tuple[str, ...] = ("gsm8k", "math500", "countdown", "sudoku")
+
+# progress(done, total, description): called after every batch.
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class EvalConfig:
+    """What `d1 eval` evaluates and how (defaults: d1's evaluation protocol, SPEC 2).
+
+    Attributes:
+        model: a built-in name ("tiny"), a local checkpoint folder or a hub id.
+        tasks: task names (see `d1.tasks.list_tasks()`).
+        gen_lengths: generation lengths (d1: 128, 256, 512).
+        seeds: sampling seeds; only matter when decoding is random (temperature > 0 or random
+            remasking). With deterministic decoding only the first is run.
+        split: "test" (reporting) or "validation" (checkpoint choice; `d1 select`).
+        limit: evaluate only the first `limit` examples of the split (None: all).
+        data_seed: seed of the task's own subsampling / generation of the split (fixed, so every
+            seed and checkpoint sees the same examples).
+        data_paths: optional local data file per task name (else the hub / built-in data).
+        batch_size: prompts per generation batch; results do not depend on it at temperature 0.
+        block_length: sampler block size (d1: 32); clamped to gen_length when larger.
+        steps: total sampler steps per gen length, in `gen_lengths` order, or one value for all;
+            None: gen_length / 2 (d1).
+        temperature: sampling temperature (d1 evaluation: 0, greedy).
+        cfg_scale: classifier-free guidance scale (0: off).
+        remasking: "low_confidence" (d1) or "random".
+        sampler: registered sampler name ("reference").
+        dtype: model dtype for loading ("float32", "bfloat16", "auto").
+        device: "cpu", "cuda", ... (None: cuda when available).
+        trust_remote_code: passed to the model loader for hub models with custom code.
+        confidence: confidence level of the reported intervals.
+        out: output folder (None: nothing written).
+    """
+
+    model: str = "tiny"
+    tasks: tuple[str, ...] = ALL_TASKS
+    gen_lengths: tuple[int, ...] = (128, 256, 512)
+    seeds: tuple[int, ...] = (0,)
+    split: str = "test"
+    limit: int | None = None
+    data_seed: int = 42
+    data_paths: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 8
+    block_length: int = 32
+    steps: tuple[int, ...] | None = None
+    temperature: float = 0.0
+    cfg_scale: float = 0.0
+    remasking: str = "low_confidence"
+    sampler: str = "reference"
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+    confidence: float = 0.95
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(self.tasks)
+        self.gen_lengths = tuple(int(g) for g in self.gen_lengths)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.tasks:
+            raise ValueError("No tasks to evaluate: pass e.g. tasks=('gsm8k',).")
+        if not self.gen_lengths or any(g < 1 for g in self.gen_lengths):
+            raise ValueError(f"gen_lengths must be positive integers; got {self.gen_lengths}.")
+        if not self.seeds:
+            raise ValueError("Pass at least one seed.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 (or None for all); got {self.limit}.")
+        if self.steps is not None:
+            self.steps = tuple(int(s) for s in self.steps)
+            if len(self.steps) not in (1, len(self.gen_lengths)):
+                raise ValueError(
+                    f"steps must give one value, or one per gen length {self.gen_lengths}; "
+                    f"got {self.steps}."
+                )
+
+    @property
+    def deterministic(self) -> bool:
+        """True when decoding draws no random numbers (every seed gives the same run)."""
+        return self.temperature == 0.0 and self.remasking == "low_confidence"
+
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds actually run (one when decoding is deterministic)."""
+        return self.seeds[:1] if self.deterministic else self.seeds
+
+    def sampler_config(self, gen_length: int) -> Any:
+        """The `SamplerConfig` for one gen length (d1: block 32, steps = gen_length / 2)."""
+        from d1.sampling import SamplerConfig
+
+        i = self.gen_lengths.index(gen_length)
+        if self.steps is None:
+            steps = max(1, gen_length // 2)
+        else:
+            steps = self.steps[i] if len(self.steps) > 1 else self.steps[0]
+        return SamplerConfig(
+            gen_length=gen_length,
+            block_length=min(self.block_length, gen_length),
+            steps=steps,
+            temperature=self.temperature,
+            cfg_scale=self.cfg_scale,
+            remasking=self.remasking,
+            sampler=self.sampler,
+        )
+
+
+@dataclass
+class Generation:
+    """One scored completion (a JSONL row of the generations file)."""
+
+    id: str
+    prompt: str
+    completion: str
+    parsed: str | None
+    gold: str
+    correct: float
+    tokens: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """One (task, gen length, seed) run: its generations and task metrics."""
+
+    task: str
+    gen_length: int
+    seed: int
+    metrics: dict[str, float]
+    generations: list[Generation]
+    wall_s: float
+    sampler: dict[str, Any]
+
+    @property
+    def n(self) -> int:
+        return len(self.generations)
+
+    @property
+    def mean_tokens(self) -> float:
+        return sum(g.tokens for g in self.generations) / max(1, self.n)
+
+    @property
+    def generated_positions(self) -> int:
+        """Positions decoded (n x gen_length): the work a diffusion sampler always does."""
+        return self.n * self.gen_length
+
+
+@dataclass
+class EvalResult:
+    """All runs of an evaluation and their summary rows."""
+
+    config: EvalConfig
+    runs: list[RunResult]
+    summary: list[dict[str, Any]]
+    out_dir: Path | None = None
+
+    def metric(self, task: str, gen_length: int, name: str = "accuracy") -> Summary:
+        """The `Summary` of one metric (e.g. `result.metric("sudoku", 128).mean`)."""
+        for row in self.summary:
+            if row["task"] == task and row["gen_length"] == gen_length:
+                return Summary(**row["metrics"][name])
+        raise KeyError(f"No summary for task {task!r} at gen length {gen_length}.")
+
+
+def effective_tokens(completion_ids: Sequence[int], stop_ids: Sequence[int]) -> int:
+    """Tokens of a completion before its first stop (EOS / end-of-turn) token."""
+    stop = set(stop_ids)
+    return next((i for i, t in enumerate(completion_ids) if t in stop), len(completion_ids))
+
+
+def _resolve_task(task: str | Task) -> Task:
+    return get_task(task) if isinstance(task, str) else task
+
+
+def load_examples(config: EvalConfig, task: Task, split: str | None = None) -> list[Example]:
+    """The evaluation examples of one task: `Task.load(split, path, limit, seed=data_seed)`."""
+    split = split or config.split
+    examples = task.load(
+        split, path=config.data_paths.get(task.name), limit=config.limit, seed=config.data_seed
+    )
+    if not examples:
+        raise ValueError(f"Task {task.name!r} returned no examples for split {split!r}.")
+    return examples
+
+
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    sampler_config: Any,
+    mask_id: int,
+    batch_size: int,
+    generator: Any = None,
+    logit_shift: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[str], list[int]]:
+    """Completions and their effective token counts for `prompts`, in `prompts` order.
+
+    Prompts are batched by length (longest first: less padding, and memory peaks early); each
+    batch is left-padded with an attention mask, so at temperature 0 the result of a prompt does
+    not depend on `batch_size` or on its batch neighbours.
+    """
+    import torch
+
+    from d1.sampling import completion_stop_ids, decode_completions, encode_prompts, sample
+
+    stop_ids = completion_stop_ids(tokenizer)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+    texts: list[str] = [""] * len(prompts)
+    n_tokens: list[int] = [0] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        input_ids, attention_mask = encode_prompts(tokenizer, [prompts[i] for i in idx], device)
+        out = sample(
+            model,
+            input_ids,
+            attention_mask,
+            config=sampler_config,
+            mask_id=mask_id,
+            generator=generator,
+            logit_shift=logit_shift,
+        )
+        completion_ids = out[:, input_ids.shape[1] :]
+        decoded = decode_completions(tokenizer, completion_ids, stop_ids)
+        for row, i in enumerate(idx):
+            texts[i] = decoded[row]
+            n_tokens[i] = effective_tokens(completion_ids[row].tolist(), stop_ids)
+        if progress is not None:
+            progress(len(idx))
+    return texts, n_tokens
+
+
+def _per_example(metric: str, generations: Sequence[Generation]) -> list[float] | None:
+    """Per-example values of an aggregate metric, when they can be read off the scores."""
+    if metric == "accuracy":
+        return [g.correct for g in generations]
+    for key in (metric, metric.removesuffix("_rate"), metric.removesuffix("_accuracy")):
+        vals = [g.details.get(key) for g in generations]
+        if all(isinstance(v, (int, float, bool)) for v in vals):
+            return [float(v) for v in vals]  # type: ignore[arg-type]
+    return None
+
+
+def summarize_runs(runs: Sequence[RunResult], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Summary rows, one per (task, gen length), over the runs' seeds."""
+    keyed: dict[tuple[str, int], list[RunResult]] = {}
+    for r in runs:
+        keyed.setdefault((r.task, r.gen_length), []).append(r)
+    rows = []
+    for (task, gen_length), rs in keyed.items():
+        rs = sorted(rs, key=lambda r: r.seed)
+        names = [k for k in rs[0].metrics if k != "n"]
+        metrics = {}
+        for name in names:
+            per_seed = [r.metrics[name] for r in rs]
+            per_ex = _per_example(name, rs[0].generations) if len(rs) == 1 else None
+            metrics[name] = summarize(per_seed, per_ex, confidence).to_dict()
+        wall = sum(r.wall_s for r in rs)
+        eff = sum(sum(g.tokens for g in r.generations) for r in rs)
+        positions = sum(r.generated_positions for r in rs)
+        rows.append(
+            {
+                "task": task,
+                "gen_length": gen_length,
+                "seeds": [r.seed for r in rs],
+                "n_examples": rs[0].n,
+                "metrics": metrics,
+                "mean_effective_tokens": eff / max(1, sum(r.n for r in rs)),
+                "wall_s": wall,
+                "effective_tokens_per_s": eff / wall if wall > 0 else float("nan"),
+                "generated_tokens_per_s": positions / wall if wall > 0 else float("nan"),
+                "sampler": rs[0].sampler,
+            }
+        )
+    return rows
+
+
+def summary_markdown(
+    summary: Sequence[dict[str, Any]], config: EvalConfig, title: str = "Evaluation"
+) -> str:
+    """A markdown table of the summary (percentages; mean ± std [95 % CI])."""
+    metric_names: list[str] = []
+    for row in summary:
+        metric_names += [m for m in row["metrics"] if m not in metric_names]
+    seeds = config.run_seeds()
+    lines = [
+        f"# {title}",
+        "",
+        f"Model `{config.model}`, split `{config.split}`, temperature {config.temperature}, "
+        f"block {config.block_length}, remasking {config.remasking}, sampler {config.sampler}, "
+        f"seeds {list(seeds)}.",
+    ]
+    if config.deterministic and len(config.seeds) > 1:
+        lines.append(
+            f"Decoding is deterministic (temperature 0, low-confidence remasking): seeds "
+            f"{list(config.seeds)} would give identical runs, so only seed {seeds[0]} was run."
+        )
+    cell = "mean ± std across seeds" if len(seeds) > 1 else "value"
+    ci = (
+        "Student t across seeds"
+        if len(seeds) > 1
+        else "over examples: Wilson for 0/1 scores, Student t for fractional ones"
+    )
+    lines += [
+        f"Cells: {cell} in %, [{int(config.confidence * 100)} % CI, {ci}]. Tokens: mean "
+        "effective tokens per answer (before the first EOS), model tokenizer.",
+        "",
+        "| task | gen length | n | "
+        + " | ".join(metric_names)
+        + " | tokens | wall s | tokens/s (effective / generated) |",
+        "|---|---|---|" + "---|" * len(metric_names) + "---|---|---|",
+    ]
+    for row in summary:
+        cells = []
+        for m in metric_names:
+            cells.append(
+                format_summary(Summary(**row["metrics"][m])) if m in row["metrics"] else ""
+            )
+        lines.append(
+            f"| {row['task']} | {row['gen_length']} | {row['n_examples']} | "
+            + " | ".join(cells)
+            + f" | {row['mean_effective_tokens']:.1f} | {row['wall_s']:.1f} | "
+            f"{row['effective_tokens_per_s']:.1f} / {row['generated_tokens_per_s']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    config: EvalConfig,
+    *,
+    mask_id: int,
+    logit_shift: bool = False,
+    tasks: Sequence[str | Task] | None = None,
+    examples: dict[str, list[Example]] | None = None,
+    progress: ProgressFn | None = None,
+    title: str = "Evaluation",
+) -> EvalResult:
+    """Evaluate an already-loaded model (the body of `evaluate`; used by the demo and tests).
+
+    Args:
+        model: the diffusion LM (put in eval mode here).
+        tokenizer: its tokenizer (with a chat template).
+        config: the protocol; `config.model` is only recorded.
+        mask_id: the model's mask token id.
+        logit_shift: True for Dream-style models.
+        tasks: Task objects or names (default: `config.tasks`).
+        examples: optional examples per task name, instead of `Task.load` (e.g. a generated set).
+        progress: optional `progress(done, total, description)` called after every batch.
+        title: the markdown summary's title.
+    """
+    import torch
+
+    model.eval()
+    task_objs = [_resolve_task(t) for t in (tasks if tasks is not None else config.tasks)]
+    data = {}
+    for task in task_objs:
+        if examples is not None and task.name in examples:
+            exs = examples[task.name][: config.limit] if config.limit else examples[task.name]
+        else:
+            exs = load_examples(config, task)
+        data[task.name] = exs
+    seeds = config.run_seeds()
+    total = sum(len(v) for v in data.values()) * len(config.gen_lengths) * len(seeds)
+    done = 0
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+
+    runs: list[RunResult] = []
+    for task in task_objs:
+        exs = data[task.name]
+        prompts = [render_prompt(tokenizer, task, ex) for ex in exs]
+        for gen_length in config.gen_lengths:
+            scfg = config.sampler_config(gen_length)
+            for seed in seeds:
+                gen = None
+                if not config.deterministic:
+                    # One generator per run, seeded by (seed, task, length): runs are independent
+                    # of each other's order, and of which tasks are evaluated together.
+                    run_key = f"{seed}:{task.name}:{gen_length}".encode()
+                    gen = torch.Generator(device=device).manual_seed(_stable_hash(run_key))
+                desc = f"{task.name} len {gen_length} seed {seed}"
+
+                def _tick(k: int, desc: str = desc) -> None:
+                    nonlocal done
+                    done += k
+                    if progress is not None:
+                        progress(done, total, desc)
+
+                t0 = time.perf_counter()
+                texts, n_tok = generate_completions(
+                    model,
+                    tokenizer,
+                    prompts,
+                    sampler_config=scfg,
+                    mask_id=mask_id,
+                    batch_size=config.batch_size,
+                    generator=gen,
+                    logit_shift=logit_shift,
+                    progress=_tick,
+                )
+                wall = time.perf_counter() - t0
+                scores = [task.score(t, ex) for t, ex in zip(texts, exs, strict=True)]
+                gens = [
+                    Generation(
+                        id=str(ex.id),
+                        prompt=p,
+                        completion=t,
+                        parsed=s.parsed,
+                        gold=str(ex.answer),
+                        correct=float(s.correct),
+                        tokens=k,
+                        details=dict(s.details),
+                    )
+                    for ex, p, t, s, k in zip(exs, prompts, texts, scores, n_tok, strict=True)
+                ]
+                runs.append(
+                    RunResult(
+                        task=task.name,
+                        gen_length=gen_length,
+                        seed=seed,
+                        metrics={k: float(v) for k, v in task.aggregate(scores).items()},
+                        generations=gens,
+                        wall_s=wall,
+                        sampler=asdict(scfg),
+                    )
+                )
+    result = EvalResult(config=config, runs=runs, summary=summarize_runs(runs, config.confidence))
+    if config.out is not None:
+        result.out_dir = write_outputs(result, Path(config.out), title=title)
+    return result
+
+
+def _stable_hash(data: bytes) -> int:
+    """A 63-bit seed from bytes, stable across processes (unlike `hash`)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> Path:
+    """Write `config.json`, `generations/*.jsonl`, `summary.json` and `summary.md` under `out`."""
+    import torch
+
+    import d1
+
+    out.mkdir(parents=True, exist_ok=True)
+    gen_dir = out / "generations"
+    gen_dir.mkdir(exist_ok=True)
+    for r in result.runs:
+        path = gen_dir / f"{r.task}_len{r.gen_length}_seed{r.seed}.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for g in r.generations:
+                f.write(json.dumps(_jsonable(asdict(g)), ensure_ascii=False) + "\n")
+    meta = {
+        "config": asdict(result.config),
+        "seeds_run": list(result.config.run_seeds()),
+        "versions": {
+            "d1": d1.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    (out / "config.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n")
+    runs = [
+        {
+            "task": r.task,
+            "gen_length": r.gen_length,
+            "seed": r.seed,
+            "n": r.n,
+            "metrics": r.metrics,
+            "mean_effective_tokens": r.mean_tokens,
+            "wall_s": r.wall_s,
+        }
+        for r in result.runs
+    ]
+    summary = {"summary": result.summary, "runs": runs, **meta}
+    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+    (out / "summary.md").write_text(summary_markdown(result.summary, result.config, title))
+    return out
+
+
+def evaluate(config: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """Load `config.model` through `d1.models.load_model` and evaluate it (`d1 eval`)."""
+    from d1.models import load_model
+
+    loaded = load_model(
+        config.model,
+        dtype=config.dtype,
+        device=config.device,
+        trust_remote_code=config.trust_remote_code,
+    )
+    return evaluate_model(
+        loaded.model,
+        loaded.tokenizer,
+        config,
+        mask_id=loaded.spec.mask_token_id,
+        logit_shift=loaded.spec.logit_shift,
+        progress=progress,
+    )
+
+
+def accuracy_line(result: EvalResult) -> str:
+    """One line per (task, length) with the headline accuracy (for logs)."""
+    return "; ".join(
+        f"{r['task']}@{r['gen_length']}: {format_pct(r['metrics']['accuracy']['mean'])} %"
+        for r in result.summary
+        if "accuracy" in r["metrics"]
+    )
