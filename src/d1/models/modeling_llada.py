@@ -1,0 +1,349 @@
+"""Native LLaDA: a bidirectional Llama-style transformer that loads the official state dict as is.
+
+Facts implemented here are in LLADA_ARCH.md ("LLaDA-8B-Instruct"): module names and shapes
+(`model.transformer.{wte,blocks.i.*,ln_f,ff_out}`), pre-norm blocks, RMSNorm computed in float32,
+RoPE in the half-split layout with q/k rotated in float32, bidirectional SDPA with the default
+scale, SwiGLU with `ff_proj` as the activated gate, untied LM head, no logit shift (SPEC 1).
+
+Beyond the original remote code, this implementation
+- honours `attention_mask` as a key-padding mask (SPEC 2 item 4, SPEC 8 "No attention masks"):
+  never a causal part; an all-ones mask gives exactly the unmasked result;
+- derives RoPE positions from the mask (cumsum - 1) so a left-padded prompt sees the positions it
+  would see alone, which makes batched sampling independent of batch composition;
+- supports `position_ids`, `inputs_embeds`, GQA, HF gradient checkpointing and peft.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from d1.models.configuration_llada import LLaDAConfig
+
+
+@dataclass
+class LLaDAOutput(ModelOutput):
+    """Output of `LLaDAModelLM.forward`.
+
+    logits: [B, L, embedding_size], position i scores the token at position i (no shift).
+    hidden_states: per-layer inputs plus the final (pre-`ln_f`) state, when requested.
+    """
+
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class LLaDARMSNorm(nn.Module):
+    """RMSNorm with an affine weight and no bias, computed in float32 (LLADA_ARCH.md "RMSNorm").
+
+    `y = (x * rsqrt(mean(x^2) + eps)).to(x.dtype) * weight`, as HF's LlamaRMSNorm.
+    """
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+def rope_cos_sin(
+    position_ids: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 RoPE tables for `position_ids` [B, L] (or [L]) -> cos, sin [B, 1, L, head_dim].
+
+    NeoX / HF-Llama half-split layout: inv_freq = theta^(-arange(0, hd, 2)/hd), angles =
+    position x inv_freq in float32, emb = cat(angles, angles) (LLADA_ARCH.md "RoPE").
+    Not stored in the state dict: recomputed per call, which costs nothing next to attention.
+    """
+    device = position_ids.device
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    )
+    pos = position_ids.to(torch.float32)
+    if pos.dim() == 1:
+        pos = pos[None]
+    freqs = pos[..., None] * inv_freq  # [B, L, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, L, hd]
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """cat(-x2, x1) on the two contiguous halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, L, hd] in float32 and cast back (LLaDA's rope_full_precision)."""
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
+class LLaDABlock(GradientCheckpointingLayer):
+    """One pre-norm LLaDA "llama" block: attention then SwiGLU MLP, each with a residual."""
+
+    def __init__(self, config: LLaDAConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        d, kv = config.d_model, config.n_kv_heads * config.head_dim
+        self.attn_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, kv, bias=False)
+        self.v_proj = nn.Linear(d, kv, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.ff_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)  # gate (activated)
+        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)  # linear branch
+        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)
+
+    def attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Bidirectional SDPA over q [B, H, Lq, hd] and k, v [B, H_kv, Lk, hd] (already rotated).
+
+        Kept separate so a KV cache can later feed cached keys/values here.
+        `attn_mask`: None, or boolean (True = attend) / additive float, broadcastable to
+        [B, H, Lq, Lk]. Default scale 1/sqrt(head_dim), no causal part.
+        """
+        if self.n_kv_heads != self.n_heads:
+            # Query head h reads KV head h // (H / H_kv), as LLaDA's repeat_interleave.
+            rep = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B, L, d] -> [B, L, d]. Arguments are positional so gradient checkpointing works."""
+        b, t, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        att = self.attention(q, k, v, attn_mask)
+        x = x + self.attn_out(att.transpose(1, 2).reshape(b, t, -1))
+        h = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+
+
+class LLaDAModel(nn.Module):
+    """Holds `transformer = ModuleDict(wte, blocks, ln_f[, ff_out])`, the official layout."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.config = config
+        modules = {
+            "wte": nn.Embedding(config.effective_embedding_size, config.d_model),
+            "blocks": nn.ModuleList(LLaDABlock(config, i) for i in range(config.n_layers)),
+            "ln_f": LLaDARMSNorm(config.d_model, config.rms_norm_eps),
+        }
+        if not config.weight_tying:
+            modules["ff_out"] = nn.Linear(
+                config.d_model, config.effective_embedding_size, bias=False
+            )
+        self.transformer = nn.ModuleDict(modules)
+
+
+def _check_supported(config: LLaDAConfig) -> None:
+    """Reject LLaDA options this native implementation does not implement, naming them."""
+    expected = {
+        "block_type": ("llama",),
+        "activation_type": ("silu", "swiglu"),
+        "layer_norm_type": ("rms",),
+        "alibi": (False,),
+        "rope": (True,),
+        "include_bias": (False,),
+        "include_qkv_bias": (False, None),
+        "attention_layer_norm": (False,),
+        "input_emb_norm": (False,),
+        "scale_logits": (False,),
+        "block_group_size": (1,),
+        "layer_norm_with_affine": (True,),
+        "bias_for_layer_norm": (False, None),
+    }
+    bad = {k: getattr(config, k) for k, ok in expected.items() if getattr(config, k) not in ok}
+    for k in ("attention_dropout", "residual_dropout", "embedding_dropout"):
+        if getattr(config, k):
+            bad[k] = getattr(config, k)
+    if bad:
+        raise ValueError(
+            f"LLaDAModelLM implements the released LLaDA architecture only; unsupported config "
+            f"values: {bad}. Use the official remote code (trust_remote_code=True) for these."
+        )
+    if config.d_model % config.n_heads or config.n_heads % config.n_kv_heads:
+        raise ValueError(
+            f"d_model ({config.d_model}) must be divisible by n_heads ({config.n_heads}) and "
+            f"n_heads by n_kv_heads ({config.n_kv_heads})."
+        )
+    if config.head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim, got {config.head_dim}.")
+
+
+class LLaDAPreTrainedModel(PreTrainedModel):
+    """HF plumbing shared by LLaDA models (init, checkpointing, device-map hints)."""
+
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["LLaDABlock"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Normal(0, init_std = 0.02) for linears and embeddings, ones for RMSNorm weights."""
+        std = self.config.init_std
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, LLaDARMSNorm):
+            init.ones_(module.weight)
+
+
+def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """[B, L] (1 real, 0 pad) -> boolean [B, 1, 1, L] key mask (True = attend), or None.
+
+    None when nothing is padded, so a mask without zeros gives exactly the unmasked result.
+    A row with no real token at all attends everywhere (its output is meaningless but finite).
+    """
+    valid = attention_mask.bool()
+    if bool(valid.all()):
+        return None
+    valid = valid | ~valid.any(dim=-1, keepdim=True)
+    return valid[:, None, None, :]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids cumsum(mask) - 1 clamped at 0: a left-padded row counts from its first token."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class LLaDAModelLM(LLaDAPreTrainedModel):
+    """LLaDA masked diffusion LM with the official state-dict layout (`model.transformer.*`)."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__(config)
+        _check_supported(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    # --- embeddings -------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The untied LM head `model.transformer.ff_out` (None when weight_tying)."""
+        tr = self.model.transformer
+        return tr["ff_out"] if "ff_out" in tr else None  # noqa: SIM401 (ModuleDict has no .get)
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.model.transformer["ff_out"] = value
+
+    # --- forward ----------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = True,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> LLaDAOutput | tuple[torch.Tensor, ...]:
+        """Logits [B, L, V] of a bidirectional pass; position i scores token i (no shift).
+
+        Args:
+            input_ids: [B, L] token ids (or give `inputs_embeds` [B, L, d]).
+            attention_mask: [B, L] with 1 = real, 0 = padding, used as a key-padding mask only
+                (padded queries still attend to real keys, so no NaN); or a ready 4-D mask
+                (boolean True = attend, or additive float) broadcastable to [B, H, L, L].
+            position_ids: [B, L] or [L] RoPE positions. Default: cumsum(mask) - 1 clamped at 0
+                when a 2-D mask is given, else 0..L-1.
+            return_dict: False returns a tuple `(logits,)`.
+            output_hidden_states: also return the hidden states.
+            kwargs: accepted and ignored (e.g. `use_cache` from generic callers).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        tr = self.model.transformer
+        x = tr.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        b, t = x.shape[:2]
+
+        attn_mask = None
+        if attention_mask is not None:
+            if attention_mask.dim() == 2:
+                if attention_mask.shape != (b, t):
+                    raise ValueError(
+                        f"attention_mask shape {tuple(attention_mask.shape)} != input {(b, t)}."
+                    )
+                attn_mask = key_padding_mask(attention_mask)
+                if position_ids is None and attn_mask is not None:
+                    position_ids = positions_from_mask(attention_mask)
+            elif attention_mask.dim() in (3, 4):
+                attn_mask = attention_mask if attention_mask.dim() == 4 else attention_mask[:, None]
+                if attn_mask.is_floating_point():
+                    attn_mask = attn_mask.to(x.dtype)
+            else:
+                raise ValueError("attention_mask must be [B, L] or a [B, (1,) L, L] mask.")
+        if position_ids is None:
+            position_ids = torch.arange(t, device=x.device)
+        cos, sin = rope_cos_sin(
+            position_ids.to(x.device), self.config.head_dim, self.config.rope_theta
+        )
+
+        hidden = [] if output_hidden_states else None
+        for block in tr.blocks:
+            if hidden is not None:
+                hidden.append(x)
+            x = block(x, cos, sin, attn_mask)
+        if hidden is not None:
+            hidden.append(x)
+        x = tr.ln_f(x)
+        logits = tr.ff_out(x) if "ff_out" in tr else F.linear(x, tr.wte.weight)
+        hs = tuple(hidden) if hidden is not None else None
+        if return_dict is False:
+            return (logits,) if hs is None else (logits, hs)
+        return LLaDAOutput(logits=logits, hidden_states=hs)
+
+
+__all__ = [
+    "LLaDABlock",
+    "LLaDAModel",
+    "LLaDAModelLM",
+    "LLaDAOutput",
+    "LLaDAPreTrainedModel",
+    "LLaDARMSNorm",
+    "apply_rope",
+    "key_padding_mask",
+    "positions_from_mask",
+    "rope_cos_sin",
+]

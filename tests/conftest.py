@@ -1,0 +1,53 @@
+"""Shared pytest fixtures and safe defaults for the whole suite.
+
+Fixtures (session-scoped, CPU, float32):
+- `tokenizer`: the built-in character-level tokenizer (`d1.models.build_tokenizer()`).
+- `tiny_model`: built-in "tiny-xs" LLaDA, seed 0, eval mode. Shared by all tests: do not modify
+  it (no training, no LoRA); use `tiny_model_factory` for a private copy.
+- `tiny_model_factory(name="tiny-xs", seed=0)`: a fresh, private model (eval mode) per call.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Offline and quiet by default (setdefault: a developer may override in the environment).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+# The test machine's cores are shared: never let one test process take them all.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The built-in character-level tokenizer with LLaDA's special tokens."""
+    from d1.models import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory() -> Callable[..., torch.nn.Module]:
+    """`factory(name="tiny-xs", seed=0)` -> a fresh built-in tiny LLaDA (float32, eval mode)."""
+    from d1.models import make_tiny_model
+
+    def factory(name: str = "tiny-xs", seed: int = 0) -> torch.nn.Module:
+        model, _ = make_tiny_model(name, seed=seed)
+        return model.float().eval()
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_factory):
+    """Shared "tiny-xs" LLaDA (seed 0, float32, eval mode). Read-only: do not train or wrap it."""
+    return tiny_model_factory("tiny-xs", 0)
