@@ -1,0 +1,77 @@
+"""The inner-iteration prompt-mask schedule of diffu-GRPO (SPEC 4, SPEC 8).
+
+After one generation batch, diffu-GRPO takes `mu` (`num_iterations`) gradient steps on it.
+Inner iteration k uses its own random prompt mask `q'_k`; within iteration k the SAME mask is
+used for the current, old and reference log-probs; across k the masks differ (the paper's
+regulariser: "random masking").
+
+Where the reference code went wrong, and what we do instead:
+
+- It seeded masks with `set_seed(seed)`, resetting the global RNGs of the whole process. Here
+  mask k of generation batch g comes from its own `torch.Generator`, seeded with a stable hash
+  of (run seed, g, k): nothing global is touched, and a resumed run redraws identical masks.
+- It advanced the mask index once per *micro-batch*, so with gradient accumulation each
+  micro-batch only ever saw every other mask. Here the mask of iteration k is drawn once for the
+  whole generation batch ([N, P]) and every micro-batch takes its own rows of it, so each row
+  uses each of the mu masks exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from d1.likelihood import draw_prompt_mask
+
+__all__ = ["iteration_generator", "iteration_prompt_mask", "mask_seed"]
+
+
+def mask_seed(run_seed: int, generation_batch: int, iteration: int) -> int:
+    """A 63-bit seed that depends only on (run seed, generation batch index, inner iteration).
+
+    A cryptographic hash rather than arithmetic mixing, so neighbouring (g, k) pairs never give
+    correlated or colliding seeds; stable across processes and Python versions.
+    """
+    key = f"d1.grpo.mask:{int(run_seed)}:{int(generation_batch)}:{int(iteration)}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def iteration_generator(
+    run_seed: int, generation_batch: int, iteration: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A fresh `torch.Generator` seeded with `mask_seed(run_seed, generation_batch, iteration)`."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(mask_seed(run_seed, generation_batch, iteration))
+    return gen
+
+
+def iteration_prompt_mask(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor | None,
+    p_mask: float,
+    *,
+    mask_id: int,
+    run_seed: int,
+    generation_batch: int,
+    iteration: int,
+    random_masking: bool = True,
+) -> torch.Tensor:
+    """The [N, P] bool prompt mask of inner iteration `iteration` for a whole generation batch.
+
+    Drawn on the CPU (so CPU and GPU runs draw the same masks) and moved to `prompt_ids`' device.
+
+    Args:
+        prompt_ids, prompt_mask: the generation batch's [N, P] prompts and attention mask
+            (padding is never masked).
+        p_mask: probability of masking each real prompt token (d1: 0.15).
+        mask_id: the mask token id.
+        run_seed, generation_batch, iteration: what the mask depends on (and nothing else).
+        random_masking: d1's switch; False reuses iteration 0's mask for every k (d1 then used
+            the fixed seed 42 for all iterations).
+    """
+    k = iteration if random_masking else 0
+    gen = iteration_generator(run_seed, generation_batch, k)
+    cpu_mask = None if prompt_mask is None else prompt_mask.cpu()
+    noise = draw_prompt_mask(prompt_ids.cpu(), cpu_mask, p_mask, mask_id=mask_id, generator=gen)
+    return noise.to(prompt_ids.device)

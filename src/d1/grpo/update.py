@@ -1,0 +1,372 @@
+"""The mu inner policy updates on one generation batch (SPEC 4), independent of the training loop.
+
+`prepare_policy_batch` turns a scored rollout into what the inner iterations need: the
+advantages, aggregation weights, one prompt mask per inner iteration k (`schedule`), and the old
+policy's log-probs for every k >= 1 (computed before any update, without gradient, in
+micro-batch chunks so peak memory does not grow with mu). `policy_step` then runs inner
+iteration k over the generation batch in micro-batches (gradient accumulation), calling
+`backward` on each micro-batch loss; the caller clips, steps the optimizer and the scheduler.
+
+Why k = 0 needs no old log-probs: the parameters have not moved since the rollout, so
+`logp_old = logp.detach()` exactly; the ratio is exactly 1 and the clipped objective's gradient
+is the plain policy gradient. This saves one forward pass per generation batch and is what makes
+`num_iterations = 1` correct with or without the KL term (the reference code crashed for mu = 1
+with beta > 0).
+
+Current log-probs run in the model's training mode (LoRA dropout active, as in d1); old and
+reference log-probs run in eval mode (deterministic), without gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from d1.grpo.loss import LossStats, grpo_loss, token_weights
+from d1.grpo.schedule import iteration_prompt_mask
+from d1.likelihood import estimate_logps
+
+__all__ = [
+    "ComputeCounter",
+    "PolicyBatch",
+    "Reference",
+    "UpdateSettings",
+    "policy_step",
+    "prepare_policy_batch",
+]
+
+
+@dataclass
+class UpdateSettings:
+    """Everything the inner iterations need besides the model and the batch.
+
+    Attributes:
+        num_iterations: mu, gradient steps per generation batch (d1: 12 GSM8K/MATH, 8 others).
+        micro_batch_size: completions per forward/backward (gradient accumulation unit).
+        num_generations: G (for the group aggregation).
+        mask_id: the mask token id.
+        seed: run seed (prompt masks depend on (seed, generation batch, k) only).
+        p_mask: prompt masking probability (d1's `p_mask_prompt`, 0.15).
+        random_masking: False reuses one prompt mask for every k (d1's switch).
+        epsilon, epsilon_high: clip range (d1: 0.5 both ways).
+        beta: KL coefficient (d1: 0.04); 0 skips the reference.
+        aggregation: loss aggregation (`d1.grpo.loss.AGGREGATIONS`).
+        estimator: log-prob estimator name (`d1.likelihood.list_estimators()`).
+        logit_shift: True for Dream-style models.
+        logprob_chunk_size: sequences per no-grad forward for old/ref log-probs (None: the
+            micro-batch size).
+    """
+
+    num_iterations: int
+    micro_batch_size: int
+    num_generations: int
+    mask_id: int
+    seed: int = 0
+    p_mask: float = 0.15
+    random_masking: bool = True
+    epsilon: float = 0.5
+    epsilon_high: float | None = None
+    beta: float = 0.04
+    aggregation: str = "group_token_mean"
+    estimator: str = "d1_one_step"
+    logit_shift: bool = False
+    logprob_chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1; got {self.num_iterations}.")
+        if self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1; got {self.micro_batch_size}.")
+
+
+@dataclass
+class ComputeCounter:
+    """Compute spent so far (SPEC 7: clear accounting of generations, forwards, backwards).
+
+    Forward/backward passes count sequences (one sequence through the model once); tokens count
+    sequence positions processed.
+    """
+
+    generations: int = 0
+    sampler_forward_passes: int = 0
+    sampler_tokens: int = 0
+    policy_forward_passes: int = 0
+    old_forward_passes: int = 0
+    ref_forward_passes: int = 0
+    backward_passes: int = 0
+    forward_tokens: int = 0
+    backward_tokens: int = 0
+    optimizer_steps: int = 0
+    generation_batches: int = 0
+
+    @property
+    def forward_passes(self) -> int:
+        """All sequence forward passes: sampling steps + current, old and reference log-probs."""
+        return (
+            self.sampler_forward_passes
+            + self.policy_forward_passes
+            + self.old_forward_passes
+            + self.ref_forward_passes
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        d = asdict(self)
+        d["forward_passes"] = self.forward_passes
+        return d
+
+    def load(self, state: dict[str, int]) -> None:
+        for key, value in state.items():
+            if hasattr(self, key) and key != "forward_passes":
+                setattr(self, key, int(value))
+
+
+@dataclass
+class PolicyBatch:
+    """One generation batch, ready for the mu inner iterations.
+
+    Attributes:
+        prompt_ids, prompt_mask, completion_ids, completion_mask: as in the rollout ([N, .]).
+        advantages: [N] one per completion.
+        weights: [N, C] aggregation weights of the whole batch (sum to 1).
+        prompt_masks: mu [N, P] bool prompt masks, index k for inner iteration k.
+        old_logps: mu entries [N, C] (None for k = 0, where old = current exactly).
+        index: the generation batch index (what the masks were seeded with).
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    advantages: torch.Tensor
+    weights: torch.Tensor
+    prompt_masks: list[torch.Tensor]
+    old_logps: list[torch.Tensor | None] = field(default_factory=list)
+    index: int = 0
+
+    def __len__(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+
+@contextlib.contextmanager
+def _mode(model: torch.nn.Module, training: bool) -> Iterator[None]:
+    was = model.training
+    model.train(training)
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class Reference:
+    """The reference policy pi_ref of the KL term: the model before RL (SPEC 4).
+
+    With LoRA, the base weights with the adapter disabled (`model.disable_adapter()`, PEFT); under
+    full fine-tuning, a frozen copy taken before training (`frozen`). Always eval mode, no grad.
+    """
+
+    def __init__(self, model: torch.nn.Module, frozen: torch.nn.Module | None = None) -> None:
+        if frozen is None and not hasattr(model, "disable_adapter"):
+            raise ValueError(
+                "The reference policy needs a LoRA (PEFT) model, whose adapter can be disabled, "
+                "or a frozen copy of the model for full fine-tuning."
+            )
+        self.model = model
+        self.frozen = frozen
+        if frozen is not None:
+            frozen.eval()
+            frozen.requires_grad_(False)
+
+    @contextlib.contextmanager
+    def policy(self) -> Iterator[torch.nn.Module]:
+        """Context yielding a module that computes the reference policy."""
+        if self.frozen is not None:
+            yield self.frozen
+            return
+        with _mode(self.model, False), self.model.disable_adapter():
+            yield self.model
+
+
+def _no_grad_logps(
+    model: torch.nn.Module,
+    batch_prompt: torch.Tensor,
+    batch_prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    noise: torch.Tensor,
+    settings: UpdateSettings,
+) -> torch.Tensor:
+    chunk = settings.logprob_chunk_size or settings.micro_batch_size
+    with torch.no_grad():
+        return estimate_logps(
+            model,
+            batch_prompt,
+            batch_prompt_mask,
+            completion_ids,
+            mask_id=settings.mask_id,
+            p_mask=settings.p_mask,
+            logit_shift=settings.logit_shift,
+            estimator=settings.estimator,
+            prompt_noise=noise,
+            chunk_size=chunk,
+        )
+
+
+def prepare_policy_batch(
+    model: torch.nn.Module,
+    *,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    settings: UpdateSettings,
+    generation_batch: int,
+    counter: ComputeCounter | None = None,
+) -> PolicyBatch:
+    """Masks for every inner iteration and the old policy's log-probs for k >= 1 (SPEC 4).
+
+    Must run before the first update on this batch (the old policy is the current model).
+    """
+    n = prompt_ids.shape[0]
+    mu = settings.num_iterations
+    weights = token_weights(
+        completion_mask, aggregation=settings.aggregation, num_generations=settings.num_generations
+    )
+    masks = [
+        iteration_prompt_mask(
+            prompt_ids,
+            prompt_mask,
+            settings.p_mask,
+            mask_id=settings.mask_id,
+            run_seed=settings.seed,
+            generation_batch=generation_batch,
+            iteration=k,
+            random_masking=settings.random_masking,
+        )
+        for k in range(mu)
+    ]
+    old: list[torch.Tensor | None] = [None] * mu
+    with _mode(model, False):
+        for k in range(1, mu):
+            old[k] = _no_grad_logps(
+                model, prompt_ids, prompt_mask, completion_ids, masks[k], settings
+            )
+            if counter is not None:
+                counter.old_forward_passes += n
+                counter.forward_tokens += n * (prompt_ids.shape[1] + completion_ids.shape[1])
+    return PolicyBatch(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        advantages=advantages,
+        weights=weights,
+        prompt_masks=masks,
+        old_logps=old,
+        index=generation_batch,
+    )
+
+
+def policy_step(
+    model: torch.nn.Module,
+    batch: PolicyBatch,
+    iteration: int,
+    *,
+    settings: UpdateSettings,
+    backward: Callable[[torch.Tensor], None],
+    reference: Reference | None = None,
+    counter: ComputeCounter | None = None,
+    accumulate: Callable[[bool], contextlib.AbstractContextManager] | None = None,
+) -> LossStats:
+    """Inner iteration `iteration` over the whole generation batch, in micro-batches (SPEC 4).
+
+    Every row uses prompt mask `iteration` exactly once, for its current, old and reference
+    log-probs. Gradients accumulate; the micro-batch losses sum to the full-batch loss, so
+    `backward` must not rescale them. The caller zeroes gradients before and steps after.
+
+    Args:
+        model: the policy (training mode is used for the current log-probs).
+        batch: from `prepare_policy_batch`.
+        iteration: k in [0, mu).
+        settings: the update settings.
+        backward: called with each micro-batch loss (e.g. `accelerator.backward`).
+        reference: the reference policy; required when `settings.beta > 0`.
+        counter: compute accounting, updated in place.
+        accumulate: optional `accumulate(is_last_micro_batch)` context (e.g. DDP `no_sync` on
+            all but the last micro-batch).
+
+    Returns:
+        `LossStats` over the batch (plus the loss under the key "loss" in `totals`).
+    """
+    if not 0 <= iteration < settings.num_iterations:
+        raise ValueError(f"iteration must be in [0, {settings.num_iterations}); got {iteration}.")
+    if settings.beta > 0 and reference is None:
+        raise ValueError("beta > 0 needs a reference policy (`Reference`).")
+    noise = batch.prompt_masks[iteration]
+    old_all = batch.old_logps[iteration] if batch.old_logps else None
+    stats = LossStats()
+    loss_total = 0.0
+    n = len(batch)
+    seq_len = batch.prompt_ids.shape[1] + batch.completion_ids.shape[1]
+    slices = list(_chunks(n, settings.micro_batch_size))
+    for i, sl in enumerate(slices):
+        rows = sl.stop - sl.start
+        ref = None
+        if settings.beta > 0:
+            assert reference is not None
+            with reference.policy() as ref_model:
+                ref = _no_grad_logps(
+                    ref_model,
+                    batch.prompt_ids[sl],
+                    batch.prompt_mask[sl],
+                    batch.completion_ids[sl],
+                    noise[sl],
+                    settings,
+                )
+            if counter is not None:
+                counter.ref_forward_passes += rows
+                counter.forward_tokens += rows * seq_len
+        ctx = (
+            accumulate(i == len(slices) - 1) if accumulate is not None else contextlib.nullcontext()
+        )
+        with ctx:
+            logps = estimate_logps(
+                model,
+                batch.prompt_ids[sl],
+                batch.prompt_mask[sl],
+                batch.completion_ids[sl],
+                mask_id=settings.mask_id,
+                p_mask=settings.p_mask,
+                logit_shift=settings.logit_shift,
+                estimator=settings.estimator,
+                prompt_noise=noise[sl],
+            )
+            old = logps.detach() if old_all is None else old_all[sl]
+            out = grpo_loss(
+                logps,
+                old,
+                batch.advantages[sl],
+                batch.completion_mask[sl],
+                epsilon=settings.epsilon,
+                epsilon_high=settings.epsilon_high,
+                beta=settings.beta,
+                ref_logps=ref,
+                weights=batch.weights[sl],
+            )
+            backward(out.loss)
+        loss_total += float(out.loss.detach())
+        stats.update(out.sums)
+        if counter is not None:
+            counter.policy_forward_passes += rows
+            counter.backward_passes += rows
+            counter.forward_tokens += rows * seq_len
+            counter.backward_tokens += rows * seq_len
+    stats.totals["loss"] = loss_total
+    return stats
