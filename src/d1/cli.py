@@ -106,5 +106,29 @@ def report_command(
     typer.echo(f"Wrote {res.markdown} and {len(res.figures)} figures from {res.n_rows} rows.")
 
 
+@app.command("score")
+def score_command(
+    files: list[str] = typer.Argument(
+        ..., help="Generation files or globs: JSONL (question, completion, gold) or d1's JSON."
+    ),
+    task: str | None = typer.Option(
+        None, "--task", "-t", help="Task name (default: inferred from d1's file names)."
+    ),
+    out: str | None = typer.Option(
+        None, "--out", "-o", help="Write per-example results (question, parsed, gold, correct)."
+    ),
+    d1_compat: bool = typer.Option(
+        False, "--d1-compat", help="Use d1's original parser, bugs included (published numbers)."
+    ),
+) -> None:
+    """Score saved generations: accuracy per task and generation length."""
+    from d1.scoring import run_score_command
+
+    try:
+        run_score_command(files, task=task, out=out, d1_compat=d1_compat)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 if __name__ == "__main__":
     app()
