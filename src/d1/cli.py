@@ -130,5 +130,50 @@ def score_command(
         raise typer.BadParameter(str(e)) from None
 
 
+@app.command("select")
+def select_command(
+    run_dir: str = typer.Argument(..., help="A run folder holding checkpoint sub-folders."),
+    tasks: str = typer.Option(..., help="Comma-separated tasks to choose on."),
+    metric: str = typer.Option("accuracy", help="Task metric to maximise (mean over tasks)."),
+    gen_lengths: str = typer.Option("256", help="Comma-separated generation lengths."),
+    limit: int | None = typer.Option(None, help="Validation examples per task (default: all)."),
+    batch_size: int = typer.Option(8, help="Prompts per batch."),
+    block_length: int = typer.Option(32, help="Sampler block length."),
+    steps: str | None = typer.Option(None, help="Steps per gen length; default gen_length / 2."),
+    data_seed: int = typer.Option(42, help="Seed of the split's subsampling."),
+    dtype: str = typer.Option("auto", help="float32 | bfloat16 | float16 | auto."),
+    device: str | None = typer.Option(None, help="cpu | cuda | ..."),
+    best_on_test: bool = typer.Option(
+        False,
+        "--best-on-test",
+        help="The paper's original, OPTIMISTIC protocol: choose the best checkpoint on TEST.",
+    ),
+    out: str | None = typer.Option(
+        None, help="Where to write selection.json/.md (default: RUN_DIR)."
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Evaluate every checkpoint on the validation split and name the one to report."""
+    from d1.evaluation.progress import progress_bar
+    from d1.evaluation.runner import EvalConfig
+    from d1.evaluation.select import SelectConfig, select_checkpoint, selection_markdown
+
+    ev = EvalConfig(
+        tasks=tuple(_csv_list(tasks)),
+        gen_lengths=tuple(_csv_list(gen_lengths, int)),
+        limit=limit,
+        data_seed=data_seed,
+        batch_size=batch_size,
+        block_length=block_length,
+        steps=tuple(_csv_list(steps, int)) if steps else None,
+        dtype=dtype,
+        device=device,
+    )
+    cfg = SelectConfig(run_dir=run_dir, eval=ev, metric=metric, best_on_test=best_on_test, out=out)
+    with progress_bar("select", enabled=progress) as bar:
+        sel = select_checkpoint(cfg, progress=bar)
+    typer.echo(selection_markdown(sel))
+
+
 if __name__ == "__main__":
     app()
