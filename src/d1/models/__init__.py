@@ -13,6 +13,15 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from d1.models.configuration_llada import LLaDAConfig
 from d1.models.forward import model_logits
+from d1.models.loading import (
+    LLADA_LORA_TARGETS,
+    DiffusionSpec,
+    LoadedModel,
+    LoraSettings,
+    apply_lora,
+    load_model,
+    load_tokenizer,
+)
 from d1.models.modeling_llada import LLaDAModelLM
 from d1.models.tiny import TINY_CONFIGS, make_tiny_model
 from d1.models.tokenizer import build_tokenizer
@@ -31,10 +40,17 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "LLADA_LORA_TARGETS",
     "TINY_CONFIGS",
+    "DiffusionSpec",
     "LLaDAConfig",
     "LLaDAModelLM",
+    "LoadedModel",
+    "LoraSettings",
+    "apply_lora",
     "build_tokenizer",
+    "load_model",
+    "load_tokenizer",
     "make_tiny_model",
     "model_logits",
 ]
