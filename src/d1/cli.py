@@ -106,6 +106,44 @@ def report_command(
     typer.echo(f"Wrote {res.markdown} and {len(res.figures)} figures from {res.n_rows} rows.")
 
 
+@app.command("data")
+def data_command(
+    kind: str = typer.Argument(..., help="countdown or sudoku."),
+    out: str = typer.Option(..., help="Output file, .jsonl or .csv (d1's formats)."),
+    n: int = typer.Option(1000, help="Number of problems."),
+    seed: int = typer.Option(0, help="Generator seed."),
+    split: str = typer.Option(
+        "train", help="train, validation or test: generated splits never share a problem."
+    ),
+    blanks: str = typer.Option("6-10", help="Sudoku: empty cells, e.g. 8 or 6-10 (max 12)."),
+    numbers: int = typer.Option(3, help="Countdown: numbers per problem (2-4)."),
+    max_number: int = typer.Option(100, help="Countdown: largest given number."),
+    max_target: int = typer.Option(100, help="Countdown: largest target."),
+    responses: bool = typer.Option(
+        False, "--responses/--no-responses", help="Add a solver-written SFT demonstration."
+    ),
+) -> None:
+    """Generate Countdown or Sudoku problems offline, with unique solutions / reachable targets."""
+    from d1.puzzles.export import generate_file, parse_range
+
+    try:
+        count = generate_file(
+            kind,
+            out,
+            n=n,
+            seed=seed,
+            split=split,
+            blanks=parse_range(blanks),
+            num_count=numbers,
+            max_number=max_number,
+            max_target=max_target,
+            responses=responses,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"Wrote {count} {kind} problems ({split} split, seed {seed}) to {out}.")
+
+
 @app.command("score")
 def score_command(
     files: list[str] = typer.Argument(
