@@ -117,6 +117,8 @@ def test_numbers_used() -> None:
     used = numbers_used("3.0 + 2.5")
     assert used == [3.0, 2.5] and all(isinstance(u, float) for u in used)
     assert isinstance(numbers_used("3")[0], int)
+    trailing = numbers_used("30 + 93 - 100.")  # a sentence's full stop, read as d1 reads it
+    assert trailing == [30, 93, 100] and all(isinstance(u, int) for u in trailing)
     with pytest.raises(ValueError):
         numbers_used("3 ** 2")
 

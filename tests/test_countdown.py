@@ -202,6 +202,7 @@ NUMS, TARGET = [30, 100, 93], 23
         ("<answer>thirty</answer>", 0.1),
         ("<answer></answer>", 0.1),
         ("<answer>30 + 93.0 - 100</answer>", 0.1),  # 93.0 is not the given 93
+        ("<answer>30 + 93 - 100.</answer>", 1.0),  # a full stop: d1 accepts it too
         ("<answer>30 + 93 - 100", 0.0),  # never closed: no answer for d1
         ("30 + 93 - 100", 0.0),
         ("", 0.0),

@@ -160,9 +160,10 @@ def safe_eval(expr: str, *, max_length: int = MAX_LENGTH) -> float:
 def numbers_used(expr: str, *, max_length: int = MAX_LENGTH) -> list[int | float]:
     """The number literals of a valid expression, in reading order.
 
-    Integer literals come back as `int`; a literal written with a decimal point comes back as
-    `float` (even `3.0`), so it never counts as using the given integer 3. (d1's regex
-    `\\d+` would read `3.5` as the two numbers 3 and 5.)
+    Integer literals come back as `int`; a literal with digits after its decimal point comes
+    back as `float` (even `3.0`), so it never counts as using the given integer 3 (d1's regex
+    `\\d+` reads `3.0` as the numbers 3 and 0: rejected there too). A bare trailing point
+    (`100.`, as at the end of a sentence) is the integer 100, as d1's regex reads it.
 
     Raises:
         ValueError: if `expr` is not a valid expression (see `parse_expression`).
@@ -174,7 +175,10 @@ def numbers_used(expr: str, *, max_length: int = MAX_LENGTH) -> list[int | float
         if isinstance(node, ast.Constant):
             text = ast.get_source_segment(source, node)
             assert text is not None
-            number: int | float = float(text) if "." in text else int(text)
+            integer = text.endswith(".") and text[:-1].isdigit()
+            number: int | float = (
+                int(text[:-1]) if integer else (float(text) if "." in text else int(text))
+            )
             found.append((node.lineno, node.col_offset, number))
     found.sort(key=lambda t: (t[0], t[1]))
     return [n for _, _, n in found]
