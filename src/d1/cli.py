@@ -213,5 +213,64 @@ def select_command(
     typer.echo(selection_markdown(sel))
 
 
+@app.command("generate")
+def generate_command(
+    model: str = typer.Option(..., "--model", help="Built-in name (tiny), folder or hub id."),
+    prompt: str = typer.Option(..., "--prompt", help="The user message to complete."),
+    gen_length: int = typer.Option(128, help="Tokens to generate."),
+    block_length: int | None = typer.Option(
+        None, help="Block length (default: 32, or gen_length if smaller)."
+    ),
+    steps: int | None = typer.Option(None, help="Denoising steps (default: gen_length / 2)."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
+    cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale (0 = off)."),
+    remasking: str = typer.Option("low_confidence", help="low_confidence | random."),
+    sampler: str = typer.Option("reference", help="Registered sampler name."),
+    seed: int = typer.Option(0, help="Sampling seed (temperature > 0 or random remasking)."),
+    chat: bool = typer.Option(True, "--chat/--no-chat", help="Apply the chat template."),
+    mask_token_id: int | None = typer.Option(None, help="Override the model's mask token id."),
+    trust_remote_code: bool = typer.Option(False, help="Allow hub models' custom code."),
+    device: str | None = typer.Option(None, help="cpu | cuda | ... (default: cuda if available)."),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | ... (default: the model's)."),
+    show_steps: bool = typer.Option(False, help="Print the completion after every step."),
+) -> None:
+    """Complete one prompt with LLaDA's sampler (random tiny models print gibberish)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from d1.sampling import SamplerConfig, run_generate
+
+    console = Console()
+    try:
+        config = SamplerConfig(
+            gen_length=gen_length,
+            block_length=block_length if block_length is not None else min(32, gen_length),
+            steps=steps if steps is not None else max(1, gen_length // 2),
+            temperature=temperature,
+            cfg_scale=cfg_scale,
+            remasking=remasking,
+            sampler=sampler,
+        )
+
+        def on_step(step: int, block: int, text: str) -> None:
+            console.print(f"[dim]step {step + 1:>4} block {block}[/dim] {escape(text)}")
+
+        completion = run_generate(
+            model,
+            prompt,
+            config=config,
+            seed=seed,
+            chat=chat,
+            mask_token_id=mask_token_id,
+            trust_remote_code=trust_remote_code,
+            device=device,
+            dtype=dtype,
+            on_step=on_step if show_steps else None,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(completion)
+
+
 if __name__ == "__main__":
     app()

@@ -48,6 +48,7 @@ __all__ = [
     "REMASKING",
     "SamplerConfig",
     "TraceFn",
+    "chat_prompt",
     "check_schedule",
     "completion_stop_ids",
     "decode_completions",
@@ -57,8 +58,10 @@ __all__ = [
     "left_pad",
     "num_transfer_tokens",
     "register_sampler",
+    "run_generate",
     "sample",
     "sampler_names",
+    "show_tokens",
 ]
 
 REMASKING = ("low_confidence", "random")
@@ -501,3 +504,95 @@ def generate_text(
         logit_shift=logit_shift,
     )
     return decode_completions(tokenizer, out[:, input_ids.shape[1] :], stop_ids)
+
+
+# --------------------------------------------------------------------------- `d1 generate`
+
+
+def chat_prompt(tokenizer: Any, text: str, *, chat: bool = True) -> str:
+    """The prompt string for one user message: through the chat template when `chat`."""
+    if not chat:
+        return text
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "This tokenizer has no chat template; pass --no-chat (chat=False) to use the raw "
+            "prompt (e.g. for a base model)."
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def show_tokens(tokenizer: Any, ids: Sequence[int], mask_id: int, mask_glyph: str = "░") -> str:
+    """One-line view of partly decoded ids: masks as `mask_glyph`, newlines as '⏎'."""
+    pieces = [
+        mask_glyph if tok == mask_id else tokenizer.decode([tok], skip_special_tokens=False)
+        for tok in ids
+    ]
+    return "".join(pieces).replace("\n", "⏎")
+
+
+def run_generate(
+    model_name: str,
+    prompt: str,
+    *,
+    config: SamplerConfig,
+    seed: int = 0,
+    chat: bool = True,
+    mask_token_id: int | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    on_step: Callable[[int, int, str], None] | None = None,
+) -> str:
+    """Load a model and complete one prompt (the `d1 generate` command).
+
+    Args:
+        model_name: built-in tiny name, checkpoint folder or hub id (`d1.models.load_model`).
+        prompt: the user's text; wrapped in the chat template when `chat`.
+        config: the sampler and its settings.
+        seed: seed of the sampling generator (matters at temperature > 0 or random remasking).
+        chat: apply the tokenizer's chat template.
+        mask_token_id: override the model's mask id.
+        trust_remote_code: allow a checkpoint's own modelling code.
+        device: "cpu", "cuda", ...; default: cuda when available.
+        dtype: model dtype name; default: the checkpoint's own.
+        on_step: optional `on_step(step_index, block_index, text)` with a one-line view of the
+            completion after each step (masks shown as '░').
+
+    Returns:
+        The completion text (up to the first EOS / end-of-turn token).
+    """
+    from d1.models import load_model
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_model(
+        model_name,
+        dtype=dtype,
+        device=device,
+        mask_token_id=mask_token_id,
+        trust_remote_code=trust_remote_code,
+    )
+    model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
+    text = chat_prompt(tokenizer, prompt, chat=chat)
+    input_ids, attention_mask = encode_prompts(tokenizer, [text], _model_device(model))
+    plen = input_ids.shape[1]
+    trace = None
+    if on_step is not None:
+
+        def trace(step: int, block: int, x: torch.Tensor) -> None:
+            on_step(step, block, show_tokens(tokenizer, x[0, plen:].tolist(), spec.mask_token_id))
+
+    generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    out = sample(
+        model,
+        input_ids,
+        attention_mask,
+        config=config,
+        mask_id=spec.mask_token_id,
+        generator=generator,
+        logit_shift=spec.logit_shift,
+        trace=trace,
+    )
+    return decode_completions(tokenizer, out[:, plen:])[0]
