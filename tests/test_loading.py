@@ -166,6 +166,42 @@ def test_lora_identity_at_init_and_disable(tiny_model_factory) -> None:
     assert trainable and all("lora_" in n for n in trainable)
 
 
+def test_lora_with_gradient_checkpointing(tiny_model_factory) -> None:
+    """SFT on 8B uses LoRA + checkpointing: adapter gradients must not change."""
+    import warnings
+
+    ids = _ids(8)
+    grads = []
+    for checkpointing in (False, True):
+        model = apply_lora(
+            tiny_model_factory("tiny-xs", 1), LoraSettings(r=4, alpha=8, dropout=0.0)
+        )
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # lora_A is drawn from the global RNG by peft: set both A and B
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        model.train()
+        if checkpointing:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                model.gradient_checkpointing_enable()
+        logits = model_logits(model, ids, torch.ones_like(ids))
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_load_tokenizer(saved_tiny: Path, tokenizer) -> None:
+    from d1.models import load_tokenizer
+
+    for tok in (load_tokenizer("tiny"), load_tokenizer(str(saved_tiny))):
+        assert tok.mask_token_id == tokenizer.mask_token_id
+        assert tok("a<|eot_id|>")["input_ids"] == tokenizer("a<|eot_id|>")["input_ids"]
+
+
 def test_lora_missing_target_is_an_error(tiny_model_factory) -> None:
     with pytest.raises(ValueError, match=r"gate_proj.*do not exist.*attn_out"):
         apply_lora(tiny_model_factory(), LoraSettings(target_modules=("q_proj", "gate_proj")))
@@ -384,3 +420,10 @@ def test_model_logits_family_override(tiny_model) -> None:
     native = model_logits(tiny_model, ids, mask)
     forced = model_logits(tiny_model, ids, mask, family="dream")
     torch.testing.assert_close(native, forced)
+
+
+def test_dream_default_lora_targets_use_dream_names(fake_dream: Path) -> None:
+    """The default targets mean "every block projection" in Dream's (Qwen) names; this fake
+    model has none of them, so the checked error lists Dream's names, not LLaDA's."""
+    with pytest.raises(ValueError, match=r"o_proj.*do not exist.*qkv"):
+        load_model(str(fake_dream), trust_remote_code=True, lora=LoraSettings(r=2))
