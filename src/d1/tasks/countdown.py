@@ -129,8 +129,22 @@ _REPLACEMENTS = (
 )
 # "3 x 4": a letter x between numbers or parentheses means multiplication.
 _LETTER_TIMES = re.compile(r"(?<=[\d)\s])[xX](?=[\s\d(])")
-# d1's fallback (eval/parse_and_get_acc.py): an expression followed by "= number".
-_EQUATION = re.compile(r"([0-9+\-*/() ]+)=[0-9. ]+")
+_EXPRESSION_CHARS = frozenset("0123456789+-*/() ")
+
+
+def _equation_sides(text: str) -> list[str]:
+    """Left sides of "expression = number" in the text, in order: d1's fallback regex
+    `([0-9+\\-*/() ]+)=[0-9. ]+`, found in linear time (the regex is quadratic on long runs)."""
+    out = []
+    for i, ch in enumerate(text):
+        if ch != "=" or i + 1 >= len(text) or text[i + 1] not in "0123456789. ":
+            continue
+        j = i
+        while j > 0 and text[j - 1] in _EXPRESSION_CHARS:
+            j -= 1
+        if j < i:
+            out.append(text[j:i])
+    return out
 
 
 def _normalise(text: str) -> str:
@@ -171,8 +185,8 @@ def parse_countdown_expression(completion: str, numbers: Sequence[int]) -> str |
     if candidate is None:
         candidate = last_boxed(text)
     if candidate is None:
-        matches = _EQUATION.findall(_normalise(text))
-        candidate = matches[-1] if matches else None
+        sides = _equation_sides(_normalise(text))
+        candidate = sides[-1] if sides else None
     if candidate is None:
         return None
     return _pick_side(_normalise(candidate), numbers)
