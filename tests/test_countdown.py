@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from fractions import Fraction
 from itertools import permutations, product
 from pathlib import Path
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 import d1.tasks.countdown as countdown_task
 from d1.arithmetic import numbers_used, safe_eval_exact
+from d1.puzzles.answers import d1_answer_block
 from d1.puzzles.countdown import (
     CountdownProblem,
     countdown_demonstration,
@@ -229,6 +231,16 @@ def test_task_reward_function() -> None:
     assert list(fns) == ["countdown"]
     completions = ["<answer>30 + 93 - 100</answer>", "<answer>1</answer>", "nothing"]
     assert fns["countdown"](completions, [ex] * 3) == [1.0, 0.1, 0.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["<answer>", "</answer>", "<answer", "x", " 1 ", "\n"]), max_size=12)
+)
+def test_answer_block_matches_d1_regex(parts: list[str]) -> None:
+    text = "".join(parts)
+    matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)  # d1's extract_solution
+    assert d1_answer_block(text) == (matches[-1].strip() if matches else None)
 
 
 @settings(max_examples=150, deadline=None)
