@@ -20,6 +20,7 @@ from d1.puzzles.sudoku import (
     count_solutions,
     generate_sudoku,
     is_valid_grid,
+    parse_blanks,
     solve_sudoku,
     sudoku_demonstration,
     sudoku_from_row,
@@ -143,6 +144,12 @@ def test_generator_deterministic_prefix_stable_and_seeded() -> None:
         generate_sudoku(1, seed=0, blanks=13)
     with pytest.raises(ValueError, match="blanks"):
         generate_sudoku(1, seed=0, blanks=(8, 6))
+    for text in ("x", "1-2-3", "0", ""):
+        with pytest.raises(ValueError, match="blanks"):
+            parse_blanks(text)
+    assert parse_blanks("6-10") == parse_blanks([6, 10]) == (6, 10)
+    assert parse_blanks(8) == parse_blanks("8") == (8, 8)
+    assert SudokuTask(blanks="9-11").blanks == (9, 11)
 
 
 def test_generated_splits_never_overlap_and_exclude() -> None:

@@ -8,20 +8,7 @@ from d1.puzzles.countdown import countdown_from_row, generate_countdown, write_c
 from d1.puzzles.sudoku import generate_sudoku, write_sudoku
 from d1.tasks.data import load_rows
 
-__all__ = ["generate_file", "parse_range"]
-
-
-def parse_range(text: str) -> tuple[int, int]:
-    """ "6-10" -> (6, 10); "8" -> (8, 8)."""
-    try:
-        parts = [int(p) for p in text.split("-")]
-    except ValueError:
-        raise ValueError(f"expected a number or a range like 6-10, got {text!r}") from None
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    raise ValueError(f"expected a number or a range like 6-10, got {text!r}")
+__all__ = ["generate_file"]
 
 
 def generate_file(
@@ -31,7 +18,7 @@ def generate_file(
     n: int,
     seed: int = 0,
     split: str | None = "train",
-    blanks: tuple[int, int] = (6, 10),
+    blanks: str | tuple[int, int] = (6, 10),
     num_count: int = 3,
     max_number: int = 100,
     max_target: int = 100,

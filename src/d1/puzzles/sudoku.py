@@ -31,6 +31,7 @@ __all__ = [
     "count_solutions",
     "generate_sudoku",
     "is_valid_grid",
+    "parse_blanks",
     "solve_sudoku",
     "sudoku_cell_score",
     "sudoku_demonstration",
@@ -160,10 +161,22 @@ def solve_sudoku(puzzle: str) -> str | None:
 # -- generator ---------------------------------------------------------------------------------
 
 
-def _parse_blanks(blanks: int | tuple[int, int]) -> tuple[int, int]:
-    lo, hi = (blanks, blanks) if isinstance(blanks, int) else blanks
+def parse_blanks(blanks: int | str | Sequence[int]) -> tuple[int, int]:
+    """Blank-count range from 8, "8", "6-10" or (6, 10); inclusive, within 1..12.
+
+    4x4 puzzles with a unique solution have at least 4 clues, so at most 12 blanks.
+    """
+    try:
+        if isinstance(blanks, str):
+            parts = [int(p) for p in blanks.split("-")]
+        elif isinstance(blanks, int):
+            parts = [blanks]
+        else:
+            parts = [int(p) for p in blanks]
+        lo, hi = (parts[0], parts[0]) if len(parts) == 1 else parts
+    except (TypeError, ValueError):
+        raise ValueError(f"blanks must be like 8, '6-10' or (6, 10), got {blanks!r}.") from None
     if not 1 <= lo <= hi <= 12:
-        # 4x4 puzzles with a unique solution have at least 4 clues, so at most 12 blanks.
         raise ValueError(f"blanks must lie in 1..12 with low <= high, got {blanks!r}.")
     return lo, hi
 
@@ -172,7 +185,7 @@ def generate_sudoku(
     n: int,
     *,
     seed: int,
-    blanks: int | tuple[int, int] = (6, 10),
+    blanks: int | str | Sequence[int] = (6, 10),
     split: str | None = None,
     exclude: Iterable[str] = (),
     max_tries: int | None = None,
@@ -186,7 +199,7 @@ def generate_sudoku(
     Args:
         n: number of puzzles.
         seed: seeds a private `random.Random`.
-        blanks: number of empty cells, or an inclusive (low, high) range; at most 12.
+        blanks: number of empty cells, or an inclusive range ((6, 10) or "6-10"); at most 12.
         split: keep only puzzles owned by this split (see `d1.puzzles.splits`): splits never
             share a puzzle whatever their seeds or blank ranges. None keeps all.
         exclude: puzzle strings never to produce (e.g. d1's test set).
@@ -197,7 +210,7 @@ def generate_sudoku(
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    lo, hi = _parse_blanks(blanks)
+    lo, hi = parse_blanks(blanks)
     if split is not None:
         check_split(split)
     share = SPLIT_FRACTIONS[split] if split is not None else 1.0

@@ -41,6 +41,7 @@ from d1.puzzles.sudoku import (
     SudokuPuzzle,
     generate_sudoku,
     is_valid_grid,
+    parse_blanks,
     sudoku_cell_score,
     sudoku_demonstration,
     sudoku_from_row,
@@ -135,7 +136,7 @@ class SudokuTask(Task):
         *,
         prompt_style: PromptStyle = "train",
         source: Literal["d1", "generated"] = "d1",
-        blanks: int | tuple[int, int] = (6, 10),
+        blanks: int | str | tuple[int, int] = (6, 10),
         train_size: int = 10_000,
         validation_size: int = 500,
         test_size: int = 500,
@@ -148,8 +149,8 @@ class SudokuTask(Task):
                 "<reasoning>" prefix of d1's evaluation) or "compact".
             source: "d1" (d1's test set; train/validation generated unless `path=` is given)
                 or "generated" (every split generated).
-            blanks: empty cells per generated puzzle, or an inclusive (low, high) range
-                (at most 12; d1's test puzzles have 8).
+            blanks: empty cells per generated puzzle, or an inclusive range ((6, 10) or
+                "6-10"; at most 12; d1's test puzzles have 8).
             train_size, validation_size, test_size: sizes of the generated splits.
             test_subset: "d1" (the 256 puzzles d1 evaluates) or "all" (all 500 rows).
             demo_reasoning: demonstrations list the solving steps (else an empty reasoning).
@@ -166,7 +167,7 @@ class SudokuTask(Task):
             raise ValueError("split sizes must be >= 0.")
         self.prompt_style = prompt_style
         self.source = source
-        self.blanks = tuple(blanks) if isinstance(blanks, (tuple, list)) else blanks
+        self.blanks = parse_blanks(blanks)
         self.sizes = {"train": train_size, "validation": validation_size, "test": test_size}
         self.test_subset = test_subset
         self.demo_reasoning = demo_reasoning
