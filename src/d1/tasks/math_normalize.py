@@ -17,9 +17,11 @@ implementation used by the MATH reward, the MATH scorer and the GSM8K number par
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from d1.tasks.formatting import last_boxed
 
@@ -137,18 +139,31 @@ def is_equiv_d1(pred: str | float | None, gold: str | float | None) -> bool:
         return pred == gold
 
 
-def _verify_symbolic(pred: str, gold: str) -> bool:
-    from math_verify import parse, verify
-
+def _timeout() -> int | None:
     # math-verify's timeouts use SIGALRM, which only the main thread may set.
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    return 5 if threading.current_thread() is threading.main_thread() else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_latex(text: str) -> tuple[Any, ...]:
+    """math-verify's parse of `$text$` (cached: a gold answer is compared many times)."""
+    from math_verify import parse
+
     try:
-        gold_parsed = parse(f"${gold}$", parsing_timeout=timeout)
-        pred_parsed = parse(f"${pred}$", parsing_timeout=timeout)
-        if not gold_parsed or not pred_parsed:
-            return False
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+        return tuple(parse(f"${text}$", parsing_timeout=_timeout()))
     except Exception:  # math-verify / sympy may fail in many ways on model text
+        return ()
+
+
+def _verify_symbolic(pred: str, gold: str) -> bool:
+    from math_verify import verify
+
+    gold_parsed, pred_parsed = _parse_latex(gold), _parse_latex(pred)
+    if not gold_parsed or not pred_parsed:
+        return False
+    try:
+        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=_timeout()))
+    except Exception:
         return False
 
 
