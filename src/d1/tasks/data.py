@@ -202,7 +202,9 @@ def split_train_validation(
         assert validation_size is not None
         if not 0 <= validation_size < max(n, 1):
             raise ValueError(
-                f"validation_size must be in [0, {n}) for {n} examples, got {validation_size}."
+                f"validation_size must be in [0, {n}) for {n} examples, got {validation_size} "
+                "(tasks take it as a constructor argument, e.g. get_task(name, "
+                "validation_size=0.1); 0 disables the validation split)."
             )
         target = validation_size
 
