@@ -445,3 +445,32 @@ def test_cli_data_countdown(tmp_path: Path) -> None:
         p = countdown_from_row(row)
         assert split_of("countdown:" + p.key) == "train"
         assert countdown_reward(row["response"], p.numbers, p.target) == 1.0
+
+
+def test_scoring_d1_generation_files(tmp_path: Path) -> None:
+    """`d1 score` on d1's eval output: ground_truth = [numbers, target]."""
+    from d1.scoring import read_generations, score_records, summarize
+
+    task = CountdownTask()
+    question = "Numbers: [30, 100, 93]\nTarget: 23"
+    ex = task.example_from_gold(question, [[30, 100, 93], 23], example_id="g")
+    assert ex.meta == {"numbers": [30, 100, 93], "target": 23}
+    assert task.example_from_gold(question, "23", example_id="g").meta == ex.meta
+    train_prompt = countdown_prompt([30, 100, 93], 23)
+    assert task.example_from_gold(train_prompt, None, example_id="g").meta == ex.meta
+    with pytest.raises(ValueError, match="numbers and target"):
+        task.example_from_gold("what?", "23", example_id="g")
+
+    data = {
+        "gen_length": 128,
+        "generations": [
+            {"question": question, "generations": g, "ground_truth": [[30, 100, 93], 23]}
+            for g in ("<answer>\\boxed{30 + 93 - 100}</answer>", "<answer>30 - 93</answer>")
+        ],
+    }
+    path = tmp_path / "countdown_llada_128_generations.json"
+    path.write_text(json.dumps(data))
+    results = score_records(task, read_generations(path))
+    assert [r.score.correct for r in results] == [1.0, 0.0]
+    (summary,) = summarize(results, tasks={"countdown": task})
+    assert summary.accuracy == 50.0 and summary.gen_length == 128

@@ -412,3 +412,30 @@ def test_cli_data_sudoku(tmp_path: Path) -> None:
         assert split_of("sudoku:" + p.puzzle) == "validation"
     bad = CliRunner().invoke(app, ["data", "sudoku", "--blanks", "x", "--out", str(out)])
     assert bad.exit_code != 0
+
+
+def test_scoring_d1_generation_files(tmp_path: Path) -> None:
+    """`d1 score` on d1's eval output: question "Solve the following Sudoku puzzle: ..."."""
+    from d1.scoring import read_generations, score_records, summarize
+
+    task = SudokuTask()
+    question = f"Solve the following Sudoku puzzle: {PUZZLE}\n"
+    ex = task.example_from_gold(question, SOLUTION, example_id="g")
+    assert ex.meta == {"puzzle": PUZZLE, "solution": SOLUTION}
+    assert task.example_from_gold(PUZZLE, SOLUTION, example_id="g").meta == ex.meta
+    with pytest.raises(ValueError, match="16-digit puzzle"):
+        task.example_from_gold("Solve this", SOLUTION, example_id="g")
+
+    completions = [f"<answer>{SOLUTION}</answer>", "<answer>3142243142131111</answer>", ""]
+    data = {
+        "gen_length": 256,
+        "generations": [
+            {"question": question, "generations": c, "ground_truth": SOLUTION} for c in completions
+        ],
+    }
+    path = tmp_path / "sudoku_llada_256_generations.json"
+    path.write_text(json.dumps(data))
+    results = score_records(task, read_generations(path))
+    assert [r.score.correct for r in results] == [1.0, 7 / 8, 0.0]
+    (summary,) = summarize(results, tasks={"sudoku": task})
+    assert summary.accuracy == pytest.approx(100 * 15 / 24)  # d1: cells over all puzzles

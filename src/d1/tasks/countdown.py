@@ -360,6 +360,33 @@ class CountdownTask(Task):
         chosen = {ex.id for ex in (train if split == "train" else validation)}
         return [ex for ex in examples if ex.id in chosen]
 
+    def example_from_gold(self, question: str, gold: Any, *, example_id: str) -> Example:
+        """Rebuild an Example from a saved generation: d1's evaluation files store
+        `ground_truth = [numbers, target]`; a {"numbers"/"nums", "target"} mapping works too,
+        and otherwise the numbers (and target) are read from the question ("Numbers: [..]"
+        and "Target: t", as d1's parser does, or this task's training prompt)."""
+        numbers: list[int] | None = None
+        target: Any = None
+        if isinstance(gold, (list, tuple)) and len(gold) == 2 and isinstance(gold[0], list):
+            numbers, target = [int(n) for n in gold[0]], gold[1]
+        elif isinstance(gold, dict):
+            numbers, target = gold.get("numbers", gold.get("nums")), gold.get("target")
+        else:
+            target = gold
+        if numbers is None:
+            m = re.search(r"(?:Numbers:|numbers)\s*\[([\d,\s]+)\]", question)
+            numbers = [int(n) for n in m.group(1).split(",")] if m else None
+        if target is None or (isinstance(target, str) and not target.strip()):
+            m = re.search(r"(?:Target:|evaluates to exactly)\s*(\d+)", question)
+            target = m.group(1) if m else None
+        if numbers is None or target is None:
+            raise ValueError(
+                f"{example_id}: cannot read the Countdown numbers and target from gold "
+                f"{gold!r} and question {question[:80]!r}; give gold as [numbers, target]."
+            )
+        problem = countdown_from_row({"nums": numbers, "target": target}, example_id)
+        return self.example(problem, example_id)
+
     # -- prompt ----------------------------------------------------------------------------
     def user_message(self, example: Example) -> str:
         return countdown_prompt(example.meta["numbers"], example.meta["target"], self.prompt_style)

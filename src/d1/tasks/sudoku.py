@@ -238,6 +238,23 @@ class SudokuTask(Task):
         prefix = f"sudoku/generated/{seed}/{split}"
         return [self.example(p, row_id(prefix, i)) for i, p in enumerate(puzzles)]
 
+    def example_from_gold(self, question: str, gold: Any, *, example_id: str) -> Example:
+        """Rebuild an Example from a saved generation: the gold is the solution string; the
+        puzzle is the question itself (16 digits) or follows "Sudoku puzzle:" in it (d1's
+        evaluation files store "Solve the following Sudoku puzzle: <puzzle>\\n")."""
+        text = question.strip()
+        if len(text) >= CELLS and text[:CELLS].isdigit():
+            puzzle = text[:CELLS]
+        else:
+            m = re.search(r"Sudoku puzzle:\s*([0-9]{16})", question)
+            if m is None:
+                raise ValueError(
+                    f"{example_id}: no 16-digit puzzle in the question {question[:80]!r}."
+                )
+            puzzle = m.group(1)
+        row = {"Puzzle": puzzle, "Solution": str(gold)}
+        return self.example(sudoku_from_row(row, example_id), example_id)
+
     # -- prompt ----------------------------------------------------------------------------
     def user_message(self, example: Example) -> str:
         return sudoku_prompt(example.meta["puzzle"], self.prompt_style)
