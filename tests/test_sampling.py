@@ -4,6 +4,7 @@ invariance, decoding invariants, sampling at temperature > 0, configs and bad in
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -12,13 +13,19 @@ import torch.nn.functional as F
 
 from d1.sampling import (
     SamplerConfig,
+    chat_prompt,
     check_schedule,
+    completion_stop_ids,
+    decode_completions,
+    encode_prompts,
     generate,
+    generate_text,
     left_pad,
     num_transfer_tokens,
     register_sampler,
     sample,
     sampler_names,
+    show_tokens,
 )
 
 VOCAB = 24
@@ -86,7 +93,49 @@ class Spy(torch.nn.Module):
         return self.inner(input_ids, attention_mask)
 
 
+@dataclass
+class Case:
+    """A model under test with its token ids."""
+
+    model: torch.nn.Module
+    mask_id: int
+    pad_id: int
+    vocab: int  # the model's vocabulary size
+    low: int  # ordinary (non-special) prompt tokens are drawn from [low, high)
+    high: int
+
+    def prompts(self, seed: int, lengths: list[int]) -> list[list[int]]:
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randint(self.low, self.high, (n,), generator=g).tolist() for n in lengths]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster, and much faster on a busy machine
+    (2 threads contending with other processes made each small matmul ~40x slower here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def make_case(tiny_model_factory):
+    """`make_case(kind, seed, dtype)`: "toy" (TinyBidirectional) or "llada" (random tiny-xs)."""
+
+    def make(kind: str, seed: int, dtype: torch.dtype = torch.float64) -> Case:
+        if kind == "toy":
+            return Case(TinyBidirectional(seed).to(dtype), MASK, PAD, VOCAB, 0, PAD)
+        model = tiny_model_factory("tiny-xs", seed).to(dtype)
+        cfg = model.config
+        # The character tokenizer's special tokens are ids 0..6.
+        return Case(model, cfg.mask_token_id, cfg.pad_token_id, cfg.vocab_size, 7, cfg.vocab_size)
+
+    return make
+
+
 def _prompts(seed: int, lengths: list[int]) -> list[list[int]]:
+    """Random toy-model prompts (ids below PAD)."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, PAD, (n,), generator=g).tolist() for n in lengths]
 
@@ -110,6 +159,8 @@ def reference_generate(
     cfg_scale: float,
     remasking: str,
     generator: torch.Generator | None,
+    mask_id: int,
+    vocab: int,
 ) -> list[list[int]]:
     """LLaDA's sampler written the slow, obvious way: every sequence runs alone (no padding),
     per block, per step, per position, with plain softmax/argmax and a sort.
@@ -120,19 +171,19 @@ def reference_generate(
     LLaDA's original form exp(l) / (-log U)^T, not the sampler's log form.
     """
     batch = len(prompts)
-    seqs = [list(p) + [MASK] * gen_length for p in prompts]
+    seqs = [list(p) + [mask_id] * gen_length for p in prompts]
     steps_per_block = steps // (gen_length // block_length)
     for blk in range(gen_length // block_length):
         starts = [len(p) + blk * block_length for p in prompts]
         masked_at_start = [
-            sum(seqs[b][i] == MASK for i in range(starts[b], starts[b] + block_length))
+            sum(seqs[b][i] == mask_id for i in range(starts[b], starts[b] + block_length))
             for b in range(batch)
         ]
         for j in range(steps_per_block):
             noise = rand_conf = None
             if temperature > 0:
                 noise = torch.rand(
-                    (batch, block_length, VOCAB), generator=generator, dtype=torch.float64
+                    (batch, block_length, vocab), generator=generator, dtype=torch.float64
                 )
             if remasking == "random":
                 rand_conf = torch.rand((batch, block_length), generator=generator)
@@ -140,17 +191,17 @@ def reference_generate(
                 seq, start, plen = seqs[b], starts[b], len(prompts[b])
                 logits = model(torch.tensor([seq])).logits[0].double()
                 if cfg_scale > 0:
-                    uncond_seq = [MASK] * plen + seq[plen:]
+                    uncond_seq = [mask_id] * plen + seq[plen:]
                     un = model(torch.tensor([uncond_seq])).logits[0].double()
                     logits = un + (cfg_scale + 1) * (logits - un)
                 m = masked_at_start[b]
                 k = m // steps_per_block + (1 if j < m % steps_per_block else 0)
                 candidates = []
                 for i in range(start, start + block_length):
-                    if seq[i] != MASK:
+                    if seq[i] != mask_id:
                         continue
                     row = logits[i].clone()
-                    row[MASK] = float("-inf")  # the mask token is never proposed
+                    row[mask_id] = float("-inf")  # the mask token is never proposed
                     if temperature > 0:
                         scores = row.exp() / (-torch.log(noise[b, i - start])) ** temperature
                         x0 = int(torch.argmax(scores))
@@ -191,36 +242,62 @@ def test_num_transfer_tokens_hand_computed() -> None:
 # --------------------------------------------------------------------------- exactness
 
 SCHEDULES = [(8, 8, 8), (10, 10, 4), (12, 4, 6), (16, 8, 4), (6, 2, 3)]
+# (kind, seeds): random toy models and random tiny LLaDAs.
+MODELS = [("toy", (0, 1, 2)), ("llada", (0, 1, 2))]
 
 
+def _compare(case: Case, prompts: list[list[int]], seed: int, **kwargs) -> None:
+    """Batched, left-padded sampler vs the per-sequence reference, token for token."""
+    ids, attn = left_pad(prompts, case.pad_id)
+    out = generate(case.model, ids, attn, mask_id=case.mask_id, generator=_gen(seed), **kwargs)
+    ref = reference_generate(
+        case.model,
+        prompts,
+        mask_id=case.mask_id,
+        vocab=case.vocab,
+        generator=_gen(seed),
+        **kwargs,
+    )
+    assert torch.equal(out[:, : ids.shape[1]], ids)
+    assert out[:, ids.shape[1] :].tolist() == ref
+
+
+@pytest.mark.parametrize("kind,seeds", MODELS)
 @pytest.mark.parametrize("gen_length,block_length,steps", SCHEDULES)
 @pytest.mark.parametrize("remasking", ["low_confidence", "random"])
-def test_matches_reference_greedy(gen_length, block_length, steps, remasking) -> None:
-    prompts = _prompts(0, [3, 7, 5])
-    for seed in (0, 1, 2):
-        model = TinyBidirectional(seed)
-        ids, attn = left_pad(prompts, PAD)
-        kwargs = dict(
-            gen_length=gen_length, block_length=block_length, steps=steps, remasking=remasking
+def test_matches_reference_greedy(
+    make_case, kind, seeds, gen_length, block_length, steps, remasking
+) -> None:
+    # float64 models: batched-with-padding and alone agree to ~1e-15, so no near-tie can flip.
+    for seed in seeds:
+        case = make_case(kind, seed)
+        _compare(
+            case,
+            case.prompts(seed, [3, 7, 5]),
+            seed,
+            gen_length=gen_length,
+            block_length=block_length,
+            steps=steps,
+            remasking=remasking,
+            temperature=0.0,
+            cfg_scale=0.0,
         )
-        out = generate(model, ids, attn, mask_id=MASK, generator=_gen(seed), **kwargs)
-        ref = reference_generate(
-            model, prompts, temperature=0.0, cfg_scale=0.0, generator=_gen(seed), **kwargs
-        )
-        assert out[:, ids.shape[1] :].tolist() == ref
-        assert torch.equal(out[:, : ids.shape[1]], ids)
 
 
+@pytest.mark.parametrize("kind", ["toy", "llada"])
 @pytest.mark.parametrize("remasking", ["low_confidence", "random"])
 @pytest.mark.parametrize("temperature,cfg_scale", [(0.0, 1.5), (0.8, 0.0), (1.0, 0.5)])
-def test_matches_reference_sampling_and_cfg(remasking, temperature, cfg_scale) -> None:
-    prompts = _prompts(1, [4, 2, 6])
+def test_matches_reference_sampling_and_cfg(
+    make_case, kind, remasking, temperature, cfg_scale
+) -> None:
     for seed, (gen_length, block_length, steps) in zip(
         (3, 4), [(12, 4, 6), (10, 10, 4)], strict=True
     ):
-        model = TinyBidirectional(seed)
-        ids, attn = left_pad(prompts, PAD)
-        kwargs = dict(
+        case = make_case(kind, seed)
+        _compare(
+            case,
+            case.prompts(seed, [4, 2, 6]),
+            seed,
             gen_length=gen_length,
             block_length=block_length,
             steps=steps,
@@ -228,27 +305,31 @@ def test_matches_reference_sampling_and_cfg(remasking, temperature, cfg_scale) -
             temperature=temperature,
             cfg_scale=cfg_scale,
         )
-        out = generate(model, ids, attn, mask_id=MASK, generator=_gen(seed), **kwargs)
-        ref = reference_generate(model, prompts, generator=_gen(seed), **kwargs)
-        assert out[:, ids.shape[1] :].tolist() == ref
 
 
 # --------------------------------------------------------------------------- padding
 
 
-def test_padding_invariance() -> None:
-    prompts = _prompts(2, [2, 9, 5, 1])
-    model = TinyBidirectional(5)
-    ids, attn = left_pad(prompts, PAD)
+@pytest.mark.parametrize("kind", ["toy", "llada"])
+def test_padding_invariance(make_case, kind) -> None:
+    # float32, as the models run in practice.
+    case = make_case(kind, 5, torch.float32)
+    prompts = case.prompts(2, [2, 9, 5, 1])
+    ids, attn = left_pad(prompts, case.pad_id)
     # The test has teeth: without the mask, padding changes this model's logits.
-    x = torch.cat([ids, torch.full((4, 4), MASK)], dim=1)
-    assert not torch.allclose(model(x).logits[0, -4:], model(x[:1, -6:]).logits[0, -4:])
+    x = torch.cat([ids, torch.full((4, 4), case.mask_id)], dim=1)
+    with torch.no_grad():
+        padded = case.model(x).logits[0, -4:]
+        alone = case.model(x[:1, -6:]).logits[0, -4:]
+    assert not torch.allclose(padded, alone, atol=1e-4)
     for cfg_scale in (0.0, 2.0):
-        kwargs = dict(gen_length=8, block_length=4, steps=4, cfg_scale=cfg_scale, mask_id=MASK)
-        batched = generate(model, ids, attn, **kwargs)[:, ids.shape[1] :]
+        kwargs = dict(
+            gen_length=8, block_length=4, steps=4, cfg_scale=cfg_scale, mask_id=case.mask_id
+        )
+        batched = generate(case.model, ids, attn, **kwargs)[:, ids.shape[1] :]
         for b, p in enumerate(prompts):
-            alone = generate(model, torch.tensor([p]), **kwargs)[0, len(p) :]
-            assert torch.equal(batched[b], alone), (cfg_scale, b)
+            single = generate(case.model, torch.tensor([p]), **kwargs)[0, len(p) :]
+            assert torch.equal(batched[b], single), (cfg_scale, b)
 
 
 def test_attention_mask_and_cfg_inputs() -> None:
@@ -269,78 +350,70 @@ def test_attention_mask_and_cfg_inputs() -> None:
         assert torch.equal(uncond[:, 4:], cond[:, 4:])
     assert out[1, 0] == MASK  # the prompt's mask token is conditioning, never filled
     assert not (out[:, 4:] == MASK).any()
-    # Without an attention mask nothing is passed (the model sees no padding).
+    # Without padding no mask is passed at all (the model sees plain sequences).
     spy.calls.clear()
-    generate(spy, ids, gen_length=4, block_length=4, steps=2, mask_id=MASK)
-    assert all(mask is None for _, mask in spy.calls)
+    generate(spy, ids, torch.ones_like(ids), gen_length=4, block_length=4, steps=2, mask_id=MASK)
+    assert len(spy.calls) == 2 and all(mask is None for _, mask in spy.calls)
 
 
 # --------------------------------------------------------------------------- invariants
 
 
 @pytest.mark.parametrize("remasking", ["low_confidence", "random"])
-def test_trace_invariants(remasking) -> None:
-    prompts = _prompts(3, [4, 6])
-    ids, attn = left_pad(prompts, PAD)
+def test_trace_invariants(make_case, remasking) -> None:
+    case = make_case("llada", 7, torch.float32)
+    ids, attn = left_pad(case.prompts(3, [4, 6]), case.pad_id)
     plen, gen_length, block_length, steps = ids.shape[1], 12, 4, 9
+    mask_id = case.mask_id
     snaps: list[torch.Tensor] = []
     calls: list[tuple[int, int]] = []
+    kwargs = dict(gen_length=gen_length, block_length=block_length, steps=steps, mask_id=mask_id)
     out = generate(
-        TinyBidirectional(7),
+        case.model,
         ids,
         attn,
-        gen_length=gen_length,
-        block_length=block_length,
-        steps=steps,
         remasking=remasking,
         temperature=0.7,
-        mask_id=MASK,
         generator=_gen(0),
         trace=snaps,
+        **kwargs,
     )
     assert len(snaps) == steps
     assert torch.equal(snaps[-1], out)
-    expected_per_step = [2, 1, 1] * 3  # block of 4 in 3 steps: [2, 1, 1]
-    prev = torch.cat([ids, torch.full((2, gen_length), MASK)], dim=1)
+    expected_per_step = [2, 1, 1] * 3  # a block of 4 in 3 steps: floor(4/3) + [1, 0, 0]
+    prev = torch.cat([ids, torch.full((2, gen_length), mask_id)], dim=1)
     for s, x in enumerate(snaps):
         block = s // 3
         lo, hi = plen + block * block_length, plen + (block + 1) * block_length
-        committed = prev != MASK
+        committed = prev != mask_id
         assert torch.equal(x[committed], prev[committed]), "a committed token changed"
-        newly = (prev == MASK) & (x != MASK)
+        newly = (prev == mask_id) & (x != mask_id)
         assert newly.sum(dim=1).tolist() == [expected_per_step[s]] * 2
         assert not newly[:, :lo].any() and not newly[:, hi:].any(), "commit outside the block"
-        assert (x[:, hi:] == MASK).all(), "a later block was touched"
+        assert (x[:, hi:] == mask_id).all(), "a later block was touched"
         prev = x
-    assert not (out[:, plen:] == MASK).any()
+    assert not (out[:, plen:] == mask_id).any()
     # The callable form sees (step_index, block_index) in order.
-    generate(
-        TinyBidirectional(7),
-        ids,
-        attn,
-        gen_length=gen_length,
-        block_length=block_length,
-        steps=steps,
-        mask_id=MASK,
-        trace=lambda step, blk, x: calls.append((step, blk)),
-    )
+    generate(case.model, ids, attn, trace=lambda step, blk, x: calls.append((step, blk)), **kwargs)
     assert calls == [(s, s // 3) for s in range(steps)]
 
 
 # --------------------------------------------------------------------------- temperature > 0
 
 
-def test_sampling_deterministic_per_seed() -> None:
-    ids, attn = left_pad(_prompts(4, [3, 5]), PAD)
-    model = TinyBidirectional(1)
-    kwargs = dict(gen_length=16, block_length=8, steps=8, temperature=1.0, mask_id=MASK)
-    a = generate(model, ids, attn, generator=_gen(10), **kwargs)
-    b = generate(model, ids, attn, generator=_gen(10), **kwargs)
-    c = generate(model, ids, attn, generator=_gen(11), **kwargs)
-    greedy = generate(model, ids, attn, **{**kwargs, "temperature": 0.0})
+def test_sampling_deterministic_per_seed(make_case) -> None:
+    case = make_case("llada", 1, torch.float32)
+    ids, attn = left_pad(case.prompts(4, [3, 5]), case.pad_id)
+    kwargs = dict(gen_length=16, block_length=8, steps=8, temperature=1.0, mask_id=case.mask_id)
+    a = generate(case.model, ids, attn, generator=_gen(10), **kwargs)
+    b = generate(case.model, ids, attn, generator=_gen(10), **kwargs)
+    c = generate(case.model, ids, attn, generator=_gen(11), **kwargs)
+    greedy = generate(case.model, ids, attn, **{**kwargs, "temperature": 0.0})
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert not torch.equal(a, greedy)
+    # Not degenerate: many distinct tokens are sampled.
+    assert len(set(a[:, ids.shape[1] :].flatten().tolist())) > 8
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
@@ -459,3 +532,81 @@ def test_bad_config_and_schedule() -> None:
     with pytest.raises(ValueError, match="Unknown remasking"):
         SamplerConfig(remasking="top")
     check_schedule(256, 32, 128)  # d1's defaults are valid
+
+
+# --------------------------------------------------------------------------- text helpers, CLI
+
+
+def test_encode_prompts_left_pads(tokenizer) -> None:
+    ids, attn = encode_prompts(tokenizer, ["abc", "a", "hello"])
+    pad = tokenizer.pad_token_id
+    assert ids.shape == attn.shape == (3, 5)
+    assert attn.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
+    assert ids[0, :2].tolist() == [pad, pad]
+    assert ids[0, 2:].tolist() == tokenizer("abc", add_special_tokens=False)["input_ids"]
+    assert ids[2].tolist() == tokenizer("hello", add_special_tokens=False)["input_ids"]
+
+
+def test_decode_completions_cuts_at_stop_tokens(tokenizer) -> None:
+    enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    eos = tokenizer.eos_token_id
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    bos = tokenizer.bos_token_id
+    assert set(completion_stop_ids(tokenizer)) == {eos, eot}
+    rows = [
+        [*enc("ab"), eos, *enc("cd")],
+        [*enc("x y"), eot, *enc("z"), eos],
+        [bos, *enc("no stop")],  # specials are dropped, nothing cut
+        [eos, *enc("abc")],
+    ]
+    width = max(len(r) for r in rows)
+    rows = [r + [eos] * (width - len(r)) for r in rows]
+    assert decode_completions(tokenizer, torch.tensor(rows)) == ["ab", "x y", "no stop", ""]
+    # Explicit stop ids replace the defaults.
+    assert decode_completions(tokenizer, torch.tensor([rows[1]]), stop_ids=[eos]) == ["x yz"]
+
+
+def test_chat_prompt_and_show_tokens(tokenizer) -> None:
+    text = chat_prompt(tokenizer, "hi")
+    assert text.startswith("<|startoftext|>") and "hi" in text
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert chat_prompt(tokenizer, "hi", chat=False) == "hi"
+    ids = tokenizer("a\nb", add_special_tokens=False)["input_ids"]
+    mask = tokenizer.mask_token_id
+    assert show_tokens(tokenizer, [*ids, mask, mask], mask) == "a⏎b░░"
+
+
+def test_generate_text(tiny_model_factory, tokenizer) -> None:
+    model = tiny_model_factory("tiny-xs", 3)
+    mask_id = tokenizer.mask_token_id
+    prompts = [chat_prompt(tokenizer, q) for q in ("What is 2+2?", "hi", "Name a colour.")]
+    config = SamplerConfig(gen_length=16, block_length=8, steps=8)
+    texts = generate_text(model, tokenizer, prompts, config=config, mask_id=mask_id)
+    # Same as the pieces composed by hand...
+    ids, attn = encode_prompts(tokenizer, prompts)
+    out = generate(model, ids, attn, mask_id=mask_id, **config.generate_kwargs())
+    assert texts == decode_completions(tokenizer, out[:, ids.shape[1] :])
+    # ...and each prompt gets the same text alone.
+    for p, t in zip(prompts, texts, strict=True):
+        assert generate_text(model, tokenizer, [p], config=config, mask_id=mask_id) == [t]
+
+
+def test_cli_generate() -> None:
+    from typer.testing import CliRunner
+
+    from d1.cli import app
+
+    runner = CliRunner()
+    args = ["generate", "--model", "tiny", "--prompt", "hi", "--gen-length", "8"]
+    result = runner.invoke(app, [*args, "--block-length", "8", "--steps", "4"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, [*args, "--steps", "4", "--temperature", "0.9", "--seed", "1", "--show-steps"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [line.split()[:2] for line in result.output.splitlines()[:4]] == [
+        ["step", str(i)] for i in range(1, 5)
+    ]
+    result = runner.invoke(app, [*args, "--block-length", "3"])
+    assert result.exit_code != 0
+    assert "multiple of block_length" in result.output
