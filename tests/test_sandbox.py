@@ -501,6 +501,60 @@ def test_writes_outside_the_sandbox_are_refused(tmp_path):
     assert oct(sentinel.stat().st_mode & 0o777) != oct(0o777)
 
 
+def test_resolver_matches_realpath(tmp_path, monkeypatch):
+    base = os.path.realpath(tmp_path)
+    os.makedirs(f"{base}/a/b/c")
+    os.symlink(f"{base}/a/b", f"{base}/abs_link")  # absolute
+    os.symlink("b/c", f"{base}/a/rel_link")  # relative
+    os.symlink("../rel_link", f"{base}/a/b/up_link")  # relative, through ..
+    os.symlink(f"{base}/abs_link", f"{base}/chain")  # link to a link
+    os.symlink(f"{base}/loop1", f"{base}/loop2")
+    os.symlink(f"{base}/loop2", f"{base}/loop1")
+    real = sandbox._make_resolver(lambda reason: (_ for _ in ()).throw(OSError(reason)))
+    monkeypatch.chdir(f"{base}/a")
+    paths = [
+        f"{base}/abs_link/c",
+        f"{base}/a/rel_link",
+        f"{base}/a/b/up_link/x",
+        f"{base}/chain/../b/./c//",
+        f"{base}/missing/../a/missing.txt",
+        "rel_link/new.txt",
+        "../abs_link",
+        "b/../../chain",
+        "/",
+        "/..",
+        "//etc/../tmp",
+    ]
+    for p in paths:
+        assert real(p) == os.path.realpath(p), p
+    with pytest.raises(OSError, match="loop"):
+        real(f"{base}/loop1/x")
+
+
+def test_patching_path_helpers_and_builtins_cannot_unlock_an_outside_write(tmp_path):
+    target = tmp_path / "out.txt"
+    code = src(
+        f"""
+        import builtins, os, posixpath
+        def escape():
+            inside = os.getcwd() + "/fine.txt"
+            builtins.isinstance = lambda *a: True
+            builtins.any = lambda *a: False
+            builtins.bool = lambda *a: False
+            posixpath.realpath = os.path.realpath = lambda p, **k: inside
+            posixpath._joinrealpath = lambda *a, **k: (inside, True)
+            posixpath.isabs = os.path.isabs = lambda p: True
+            os.fsdecode = lambda p: inside
+            os.path.lexists = lambda p: True
+            open({str(target)!r}, "w").write("x")
+            return True
+        """
+    )
+    r = run_tests(code, ["assert escape()"])
+    assert r.outcomes == ("PermissionError",)
+    assert not target.exists()
+
+
 def test_device_nodes_are_refused_without_seccomp_too():
     # Audit-only mode: mknod itself succeeds (no audit event) but opening the node is refused.
     code = src(

@@ -330,18 +330,64 @@ def _apply_limits(cfg: dict) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-def _make_audit_hook(root: str, report, max_files: int):
-    """The audit hook enforcing the sandbox policy (module docstring) for directory `root`."""
-    realpath = os.path.realpath
-    readlink = os.readlink
-    fsdecode = os.fsdecode
-    getpid = os.getpid
-    isabs = os.path.isabs
-    exists = os.path.lexists
-    stat_ = os.stat
-    from stat import S_ISBLK, S_ISCHR
+def _make_resolver(on_loop):
+    """`real(path)`: the absolute path with every symlink resolved (a missing tail is kept as
+    written), like `os.path.realpath` but built only from C functions bound now, so untrusted
+    code cannot change its answer by patching `posixpath` or `os`. `on_loop(reason)` is
+    called (and must raise) after 40 symlink hops."""
+    import stat
 
-    join = os.path.join
+    getcwd, lstat, readlink, S_ISLNK = os.getcwd, os.lstat, os.readlink, stat.S_ISLNK
+    _OSError = OSError
+
+    def real(path):
+        if not path.startswith("/"):
+            path = getcwd() + "/" + path
+        todo = [c for c in path.split("/") if c and c != "."]
+        done = []
+        hops = 0
+        while todo:
+            name = todo.pop(0)
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            candidate = "/" + "/".join([*done, name])
+            try:
+                mode = lstat(candidate).st_mode
+            except _OSError:
+                done.append(name)
+                continue
+            if S_ISLNK(mode):
+                hops += 1
+                if hops > 40:
+                    on_loop("a symlink loop")
+                target = readlink(candidate)
+                if target.startswith("/"):
+                    done = []
+                todo = [c for c in target.split("/") if c and c != "."] + todo
+            else:
+                done.append(name)
+        return "/" + "/".join(done)
+
+    return real
+
+
+def _make_audit_hook(root: str, report, max_files: int):
+    """The audit hook enforcing the sandbox policy (module docstring) for directory `root`.
+
+    The hook runs while untrusted code may have replaced builtins or module attributes, so it
+    only calls C functions and builtins bound here (a patched `isinstance` or
+    `posixpath.realpath` must not turn an outside write into an inside one); paths are resolved
+    by `_make_resolver`, not `os.path.realpath`.
+    """
+    import stat
+
+    lstat, stat_, readlink, getpid = os.lstat, os.stat, os.readlink, os.getpid
+    S_ISCHR, S_ISBLK = stat.S_ISCHR, stat.S_ISBLK
+    _isinstance, _int, _str, _bytes = isinstance, int, str, bytes
+    _OSError, _PermissionError, _ImportError = OSError, PermissionError, ImportError
+    encoding = sys.getfilesystemencoding()
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     o_creat = os.O_CREAT
     root_slash = root.rstrip("/") + "/"
@@ -353,53 +399,65 @@ def _make_audit_hook(root: str, report, max_files: int):
     proc_allowed = _PROC_ALLOWED
     state = {"blocked": 0, "created": 0}
 
-    def deny(event: str, exc_type: type[Exception] = PermissionError):
+    def deny(event, exc_type=_PermissionError):
         if state["blocked"] < _RECORD_LIMIT_BLOCKED:
             state["blocked"] += 1
             report("blocked " + event)
         raise exc_type(f"d1 sandbox: {event} is not allowed")
 
-    def resolve(path, dir_fd) -> str:
-        p = fsdecode(path)
-        if isinstance(dir_fd, int) and dir_fd >= 0 and not isabs(p):
-            try:
-                p = join(readlink(f"/proc/self/fd/{dir_fd}"), p)
-            except OSError:
-                deny("a path relative to an unknown directory descriptor")
-        return realpath(p)
+    def text(path):
+        return path.decode(encoding, "surrogateescape") if _isinstance(path, _bytes) else path
 
-    def inside(resolved: str) -> bool:
+    real = _make_resolver(deny)
+
+    def resolve(path, dir_fd):
+        p = text(path)
+        if _isinstance(dir_fd, _int) and dir_fd >= 0 and not p.startswith("/"):
+            try:
+                p = readlink(f"/proc/self/fd/{dir_fd}") + "/" + p
+            except _OSError:
+                deny("a path relative to an unknown directory descriptor")
+        return real(p)
+
+    def inside(resolved):
         return resolved == root or resolved.startswith(root_slash)
 
-    def readable(resolved: str) -> bool:
+    def readable(resolved):
         if resolved.startswith("/proc/") or resolved == "/proc":
             return resolved in proc_allowed
         if resolved.startswith("/dev/") or resolved == "/dev":
             return resolved in dev_allowed
         return True
 
-    def device_node(resolved: str) -> bool:
+    def device_node(resolved):
         """A character or block device (e.g. one made with mknod) outside the allowed ones."""
         try:
             mode = stat_(resolved).st_mode
-        except OSError:
+        except _OSError:
             return False
         return (S_ISCHR(mode) or S_ISBLK(mode)) and resolved not in dev_allowed
 
-    def hook(event: str, args: tuple) -> None:
+    def exists(resolved):
+        try:
+            lstat(resolved)
+        except _OSError:
+            return False
+        return True
+
+    def hook(event, args):
         if event == "open":
             path, mode, flags = args
-            if isinstance(path, int):
+            if _isinstance(path, _int):
                 return  # an already-open descriptor
-            if mode is None and not isabs(fsdecode(path)):
+            if mode is None and not text(path).startswith("/"):
                 # os.open: a dir_fd would not be visible here, so relative paths are refused.
                 deny("open (relative os.open)")
             resolved = resolve(path, None)
             if device_node(resolved):
                 deny("open of device " + resolved)
-            writing = bool((flags or 0) & write_flags) or (
-                isinstance(mode, str) and any(c in mode for c in "wax+")
-            )
+            writing = ((flags or 0) & write_flags) != 0
+            if _isinstance(mode, _str):
+                writing = writing or "w" in mode or "a" in mode or "x" in mode or "+" in mode
             if writing:
                 if not (inside(resolved) or resolved == "/dev/null"):
                     deny("open for writing outside the sandbox directory")
@@ -412,18 +470,16 @@ def _make_audit_hook(root: str, report, max_files: int):
             return
         if event == "import":
             name = args[0]
-            if isinstance(name, str) and name.partition(".")[0] in blocked_modules:
-                deny("import " + name, ImportError)
+            if _isinstance(name, _str) and name.partition(".")[0] in blocked_modules:
+                deny("import " + name, _ImportError)
             return
-        if event in denied_events:
-            deny(event)
-        if event.startswith(denied_prefixes):
+        if event in denied_events or event.startswith(denied_prefixes):
             deny(event)
         spec = fs_events.get(event)
         if spec is not None:
             for path_i, dir_i in spec:
                 path = args[path_i]
-                if isinstance(path, int):
+                if _isinstance(path, _int):
                     if event == "os.truncate":
                         continue  # ftruncate needs a descriptor opened for writing
                     deny(event + " on a descriptor")
@@ -437,11 +493,11 @@ def _make_audit_hook(root: str, report, max_files: int):
             return
         if event == "sqlite3.connect":
             db = args[0]
-            if isinstance(db, (str, bytes)):
-                name = fsdecode(db)
+            if _isinstance(db, (_str, _bytes)):
+                name = text(db)
                 if name in ("", ":memory:"):
                     return
-                if name.startswith("file:") or not inside(realpath(name)):
+                if name.startswith("file:") or not inside(real(name)):
                     deny(event + " outside the sandbox directory")
             return
 
