@@ -66,7 +66,12 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny-xs, short lengths, 1 repeat")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU intra-op threads (1 is best on busy CPUs)"
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gen_lengths = [int(v) for v in args.gen_lengths.split(",")]
@@ -82,7 +87,10 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
 
     console = Console()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu, {torch.get_num_threads()} thread(s)"
     table = Table(
         title=f"LLaDA sampler, {model_name} ({n_params / 1e6:.2f}M params) on {name}, "
         f"prompt {prompt_length}, block 32, steps = gen/2, T = {args.temperature}"

@@ -329,7 +329,9 @@ def generate(
                 logits = uncond + (cfg_scale + 1.0) * (cond - uncond)
             else:
                 logits = model_logits(model, x, attn, logit_shift=logit_shift)[:, start:end]
-                logits = logits.to(torch.float64)  # a copy: the slice is a view of the output
+                # float64 for Gumbel-max and confidences; for a float64 model this stays a view of
+                # its output, which is fine: nothing else reads that output.
+                logits = logits.to(torch.float64)
             if not 0 <= mask_id < logits.shape[-1]:
                 raise ValueError(
                     f"mask_id {mask_id} is outside the model's vocabulary of "
@@ -359,7 +361,11 @@ _SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"reference": generate}
 
 
 def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
-    """Make `fn` (with `generate`'s signature) selectable as `SamplerConfig(sampler=name)`."""
+    """Make `fn` selectable as `SamplerConfig(sampler=name)`.
+
+    `fn` takes `generate`'s signature (all of it: `sample` passes `mask_id`, `generator`,
+    `logit_shift`, `trace` and every `SamplerConfig` setting) and returns [B, P + gen_length].
+    """
     _SAMPLERS[name] = fn
 
 
