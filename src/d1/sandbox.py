@@ -1177,8 +1177,10 @@ def run_tests(
         A SandboxResult; `passed / total` is the correctness reward. Never raises because of
         the candidate; raises SandboxError when the sandbox cannot start at all.
     """
-    if not isinstance(code, str):
-        raise TypeError(f"code must be a str, got {type(code).__name__}.")
+    if not isinstance(code, str) or not isinstance(setup, str):
+        raise TypeError(
+            f"code and setup must be str, got {type(code).__name__} and {type(setup).__name__}."
+        )
     test_srcs = _as_tests(tests)
     limits = limits or SandboxLimits()
     if limit_overrides:
@@ -1193,14 +1195,13 @@ def run_tests(
         raise SandboxError("The code sandbox needs Linux (resource limits, /proc).")
 
     import selectors
+    import socket
     import subprocess
 
     tmp = tempfile.mkdtemp(prefix="d1-sandbox-")
     root = os.path.realpath(tmp)
     nonce = secrets.token_hex(16)
-    # A socket (unlike a pipe) cannot be reopened for reading through /proc/self/fd.
-    import socket
-
+    # The result channel: a socket, unlike a pipe, cannot be reopened through /proc/self/fd.
     parent_sock, child_sock = socket.socketpair()
     read_fd, write_fd = parent_sock.fileno(), child_sock.fileno()
     proc = None
