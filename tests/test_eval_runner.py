@@ -109,3 +109,30 @@ def test_sampler_defaults_follow_d1() -> None:
     assert EvalConfig(gen_lengths=(128, 256), steps=(32, 64)).sampler_config(256).steps == 64
     with pytest.raises(ValueError, match="one per gen length"):
         EvalConfig(gen_lengths=(128, 256), steps=(1, 2, 3))
+
+
+def test_parse_task_options() -> None:
+    from d1.evaluation.runner import parse_task_options
+
+    opts = parse_task_options(["sudoku.prompt_style=compact", "sudoku.blanks=[6, 10]", "x.n=3"])
+    assert opts == {"sudoku": {"prompt_style": "compact", "blanks": [6, 10]}, "x": {"n": 3}}
+    with pytest.raises(ValueError, match="TASK.KEY=VALUE"):
+        parse_task_options(["prompt_style=compact"])
+
+
+def test_eval_cli_end_to_end_on_a_builtin_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from d1.cli import app
+
+    out = tmp_path / "ev"
+    args = ["eval", "--model", "tiny-xs", "--tasks", "sudoku", "--gen-lengths", "16"]
+    args += ["--block-length", "16", "--steps", "4", "--limit", "3", "--batch-size", "2"]
+    args += ["--task-option", "sudoku.prompt_style=compact", "--out", str(out), "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "| sudoku | 16 | 3 |" in res.output
+    rows = [json.loads(x) for x in (out / "generations" / "sudoku_len16_seed0.jsonl").open()]
+    assert len(rows) == 3 and rows[0]["prompt"].endswith("assistant<|end_header_id|>\n\n")
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["summary"][0]["metrics"]) == {"accuracy", "cell_accuracy_mean", "solved"}

@@ -49,6 +49,11 @@ def eval_command(
     data: list[str] = typer.Option(
         [], "--data", help="TASK=PATH: a local data file for a task (repeatable)."
     ),
+    task_option: list[str] = typer.Option(
+        [],
+        "--task-option",
+        help="TASK.KEY=VALUE task constructor option, e.g. sudoku.prompt_style=compact.",
+    ),
     data_seed: int = typer.Option(42, help="Seed of the split's subsampling (fixed across runs)."),
     dtype: str = typer.Option("auto", help="float32 | bfloat16 | float16 | auto."),
     device: str | None = typer.Option(None, help="cpu | cuda | ... (default: cuda if available)."),
@@ -66,6 +71,12 @@ def eval_command(
             raise typer.BadParameter(f"--data expects TASK=PATH, got {item!r}.")
         k, v = item.split("=", 1)
         data_paths[k.strip()] = v.strip()
+    from d1.evaluation.runner import parse_task_options
+
+    try:
+        task_options = parse_task_options(task_option)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     cfg = EvalConfig(
         model=model,
         tasks=tuple(_csv_list(tasks)),
@@ -75,6 +86,7 @@ def eval_command(
         limit=limit,
         data_seed=data_seed,
         data_paths=data_paths,
+        task_options=task_options,
         batch_size=batch_size,
         block_length=block_length,
         steps=tuple(_csv_list(steps, int)) if steps else None,

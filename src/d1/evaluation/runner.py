@@ -57,6 +57,8 @@ class EvalConfig:
         data_seed: seed of the task's own subsampling / generation of the split (fixed, so every
             seed and checkpoint sees the same examples).
         data_paths: optional local data file per task name (else the hub / built-in data).
+        task_options: constructor keyword arguments per task name (e.g.
+            `{"sudoku": {"prompt_style": "compact"}}`).
         batch_size: prompts per generation batch; results do not depend on it at temperature 0.
         block_length: sampler block size (d1: 32); clamped to gen_length when larger.
         steps: total sampler steps per gen length, in `gen_lengths` order, or one value for all;
@@ -66,7 +68,7 @@ class EvalConfig:
         remasking: "low_confidence" (d1) or "random".
         sampler: registered sampler name ("reference").
         dtype: model dtype for loading ("float32", "bfloat16", "auto").
-        device: "cpu", "cuda", ... (None: cuda when available).
+        device: "cpu", "cuda", ... (None: "cuda" when a GPU is available, else "cpu").
         trust_remote_code: passed to the model loader for hub models with custom code.
         confidence: confidence level of the reported intervals.
         out: output folder (None: nothing written).
@@ -80,6 +82,7 @@ class EvalConfig:
     limit: int | None = None
     data_seed: int = 42
     data_paths: dict[str, str] = field(default_factory=dict)
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 8
     block_length: int = 32
     steps: tuple[int, ...] | None = None
@@ -207,8 +210,10 @@ def effective_tokens(completion_ids: Sequence[int], stop_ids: Sequence[int]) -> 
     return next((i for i, t in enumerate(completion_ids) if t in stop), len(completion_ids))
 
 
-def _resolve_task(task: str | Task) -> Task:
-    return get_task(task) if isinstance(task, str) else task
+def _resolve_task(task: str | Task, options: dict[str, dict[str, Any]] | None = None) -> Task:
+    if not isinstance(task, str):
+        return task
+    return get_task(task, **(options or {}).get(task, {}))
 
 
 def load_examples(config: EvalConfig, task: Task, split: str | None = None) -> list[Example]:
@@ -398,7 +403,10 @@ def evaluate_model(
     import torch
 
     model.eval()
-    task_objs = [_resolve_task(t) for t in (tasks if tasks is not None else config.tasks)]
+    task_objs = [
+        _resolve_task(t, config.task_options)
+        for t in (tasks if tasks is not None else config.tasks)
+    ]
     data = {}
     for task in task_objs:
         if examples is not None and task.name in examples:
@@ -542,12 +550,15 @@ def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> P
 
 def evaluate(config: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     """Load `config.model` through `d1.models.load_model` and evaluate it (`d1 eval`)."""
+    import torch
+
     from d1.models import load_model
 
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(
         config.model,
         dtype=config.dtype,
-        device=config.device,
+        device=device,
         trust_remote_code=config.trust_remote_code,
     )
     return evaluate_model(
@@ -567,3 +578,21 @@ def accuracy_line(result: EvalResult) -> str:
         for r in result.summary
         if "accuracy" in r["metrics"]
     )
+
+
+def parse_task_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Parse `TASK.KEY=VALUE` strings (values read as YAML scalars) into per-task options."""
+    import yaml
+
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        task, dot, name = key.strip().partition(".")
+        if not sep or not dot or not task or not name:
+            raise ValueError(
+                f"task option {item!r} must look like TASK.KEY=VALUE "
+                "(e.g. sudoku.prompt_style=compact)."
+            )
+        value = yaml.safe_load(raw) if raw.strip() else None
+        options.setdefault(task, {})[name] = value
+    return options

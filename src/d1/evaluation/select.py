@@ -128,12 +128,14 @@ def checkpoint_score(result: EvalResult, metric: str) -> float:
 
 def default_loader(path: str, config: EvalConfig) -> tuple[Any, Any, int, bool]:
     """Load a checkpoint with `d1.models.load_model`: (model, tokenizer, mask id, logit shift)."""
+    import torch
+
     from d1.models import load_model
 
     loaded = load_model(
         path,
         dtype=config.dtype,
-        device=config.device,
+        device=config.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         trust_remote_code=config.trust_remote_code,
     )
     return loaded.model, loaded.tokenizer, loaded.spec.mask_token_id, loaded.spec.logit_shift
