@@ -284,5 +284,43 @@ def generate_command(
     typer.echo(completion)
 
 
+@app.command("grpo")
+def grpo_command(
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value overrides, e.g. grpo.num_iterations=8 train.max_steps=100."
+    ),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="YAML run config, e.g. configs/grpo/gsm8k.yaml."
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Validate, print the resolved config and exit."
+    ),
+) -> None:
+    """diffu-GRPO (SPEC 4). Multi-GPU: accelerate launch [--config_file
+    configs/accelerate/NAME.yaml] -m d1.cli grpo --config ..."""
+    from d1.config import ConfigError, dump_config, load_config
+    from d1.grpo.config import GRPOConfig
+
+    try:
+        cfg = load_config(GRPOConfig, config, overrides or [])
+    except ConfigError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if print_config:
+        typer.echo(dump_config(cfg), nl=False)
+        return
+    import logging
+
+    from d1.grpo.trainer import train_grpo
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = train_grpo(cfg)
+    except (ConfigError, FileExistsError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"diffu-GRPO run finished at step {result.step}: {result.run_dir}")
+
+
 if __name__ == "__main__":
     app()

@@ -18,31 +18,37 @@ Where the reference code went wrong, and what we do instead:
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from d1.likelihood import draw_prompt_mask
+from d1.training.data import derive_seed
 
 __all__ = ["iteration_generator", "iteration_prompt_mask", "mask_seed"]
 
 
-def mask_seed(run_seed: int, generation_batch: int, iteration: int) -> int:
-    """A 63-bit seed that depends only on (run seed, generation batch index, inner iteration).
+def mask_seed(run_seed: int, generation_batch: int, iteration: int, rank: int = 0) -> int:
+    """A 63-bit seed that depends only on (run seed, generation batch, inner iteration, rank).
 
-    A cryptographic hash rather than arithmetic mixing, so neighbouring (g, k) pairs never give
-    correlated or colliding seeds; stable across processes and Python versions.
+    `rank` (the process index) keeps processes that sample different prompts from drawing the
+    same mask pattern.
+
+    A hash (`d1.training.data.derive_seed`) rather than arithmetic mixing, so neighbouring
+    (g, k) pairs never give correlated or colliding seeds; stable across processes and runs.
     """
-    key = f"d1.grpo.mask:{int(run_seed)}:{int(generation_batch)}:{int(iteration)}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+    return derive_seed(run_seed, "grpo-prompt-mask", generation_batch, iteration, rank)
 
 
 def iteration_generator(
-    run_seed: int, generation_batch: int, iteration: int, device: torch.device | str = "cpu"
+    run_seed: int,
+    generation_batch: int,
+    iteration: int,
+    rank: int = 0,
+    device: torch.device | str = "cpu",
 ) -> torch.Generator:
-    """A fresh `torch.Generator` seeded with `mask_seed(run_seed, generation_batch, iteration)`."""
+    """A fresh `torch.Generator` seeded with `mask_seed(run_seed, generation_batch, iteration,
+    rank)`."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(mask_seed(run_seed, generation_batch, iteration))
+    gen.manual_seed(mask_seed(run_seed, generation_batch, iteration, rank))
     return gen
 
 
@@ -56,6 +62,7 @@ def iteration_prompt_mask(
     generation_batch: int,
     iteration: int,
     random_masking: bool = True,
+    rank: int = 0,
 ) -> torch.Tensor:
     """The [N, P] bool prompt mask of inner iteration `iteration` for a whole generation batch.
 
@@ -69,9 +76,10 @@ def iteration_prompt_mask(
         run_seed, generation_batch, iteration: what the mask depends on (and nothing else).
         random_masking: d1's switch; False reuses iteration 0's mask for every k (d1 then used
             the fixed seed 42 for all iterations).
+        rank: the process index (processes hold different prompts and draw different masks).
     """
     k = iteration if random_masking else 0
-    gen = iteration_generator(run_seed, generation_batch, k)
+    gen = iteration_generator(run_seed, generation_batch, k, rank)
     cpu_mask = None if prompt_mask is None else prompt_mask.cpu()
     noise = draw_prompt_mask(prompt_ids.cpu(), cpu_mask, p_mask, mask_id=mask_id, generator=gen)
     return noise.to(prompt_ids.device)

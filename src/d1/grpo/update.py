@@ -58,6 +58,7 @@ class UpdateSettings:
         logit_shift: True for Dream-style models.
         logprob_chunk_size: sequences per no-grad forward for old/ref log-probs (None: the
             micro-batch size).
+        rank: the process index (prompt masks differ across processes).
     """
 
     num_iterations: int
@@ -74,6 +75,7 @@ class UpdateSettings:
     estimator: str = "d1_one_step"
     logit_shift: bool = False
     logprob_chunk_size: int | None = None
+    rank: int = 0
 
     def __post_init__(self) -> None:
         if self.num_iterations < 1:
@@ -249,6 +251,7 @@ def prepare_policy_batch(
             generation_batch=generation_batch,
             iteration=k,
             random_masking=settings.random_masking,
+            rank=settings.rank,
         )
         for k in range(mu)
     ]

@@ -1,0 +1,312 @@
+"""Rollouts for diffu-GRPO (SPEC 4): prompts, G sampled completions each, task rewards.
+
+One generation batch is a list of (task, example) prompts, possibly from several tasks (a
+multi-task mixture, SPEC 7). Each prompt is repeated G (`num_generations`) times, contiguously,
+so rows `[g*G, (g+1)*G)` form prompt g's group; all rows are left-padded with an attention
+mask and sampled with `d1.sampling` (the policy in eval mode, no gradient, one
+`torch.Generator`). Completions are decoded, scored by their own task's reward components (kept
+separately for logging), and summed into the total reward.
+
+`PromptSampler` draws the prompts: a deterministic, resumable stream over one or several tasks'
+training sets (mixture weights), each task reshuffled every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from d1.grpo.loss import completion_mask
+from d1.sampling import SamplerConfig, decode_completions, left_pad, sample
+from d1.tasks.base import Example, Task, render_prompt
+from d1.training.data import derive_seed
+
+__all__ = [
+    "PromptItem",
+    "PromptSampler",
+    "Rollout",
+    "encode_items",
+    "generate_rollouts",
+    "score_completions",
+]
+
+
+@dataclass
+class PromptItem:
+    """One prompt of a generation batch: its task (by name and object) and example."""
+
+    task_name: str
+    task: Task
+    example: Example
+
+
+class PromptSampler:
+    """Deterministic, resumable prompt stream over one or more tasks (mixture weights).
+
+    Draw i picks task t with probability proportional to its weight (from a `random.Random`
+    seeded by (seed, i)), then the next example of t's stream; t's stream walks a fresh
+    permutation of its examples every epoch (seeded by (seed, t, epoch)). The state is two
+    counters, so `state_dict()` / `load_state_dict()` resume exactly.
+    """
+
+    def __init__(
+        self,
+        pools: Sequence[tuple[str, Task, Sequence[Example], float]],
+        seed: int,
+    ) -> None:
+        if not pools:
+            raise ValueError("PromptSampler needs at least one task with examples.")
+        names = [p[0] for p in pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Task names in a mixture must be unique; got {names}.")
+        for name, _, examples, weight in pools:
+            if not examples:
+                raise ValueError(f"Task {name!r} has no training examples.")
+            if not (weight > 0 and math.isfinite(weight)):
+                raise ValueError(f"Task {name!r}: mixture weight must be > 0; got {weight}.")
+        self.pools = [(n, t, list(e), float(w)) for n, t, e, w in pools]
+        self.seed = int(seed)
+        total = sum(p[3] for p in self.pools)
+        self._cum = []
+        acc = 0.0
+        for p in self.pools:
+            acc += p[3] / total
+            self._cum.append(acc)
+        self.draws = 0
+        self.taken = [0] * len(self.pools)
+        self._perm_cache: dict[tuple[int, int], list[int]] = {}
+
+    def _permutation(self, t: int, epoch: int) -> list[int]:
+        key = (t, epoch)
+        if key not in self._perm_cache:
+            order = list(range(len(self.pools[t][2])))
+            random.Random(
+                derive_seed(self.seed, "grpo-prompt-order", self.pools[t][0], epoch)
+            ).shuffle(order)
+            self._perm_cache = {key: order}  # one epoch per task is all we ever need
+        return self._perm_cache[key]
+
+    def _choose_task(self, i: int) -> int:
+        if len(self.pools) == 1:
+            return 0
+        u = random.Random(derive_seed(self.seed, "grpo-task-choice", i)).random()
+        return next((t for t, c in enumerate(self._cum) if u < c), len(self.pools) - 1)
+
+    def next_items(self, n: int) -> list[PromptItem]:
+        """The next `n` prompts of the stream."""
+        items = []
+        for _ in range(n):
+            t = self._choose_task(self.draws)
+            name, task, examples, _ = self.pools[t]
+            j = self.taken[t]
+            epoch, pos = divmod(j, len(examples))
+            items.append(PromptItem(name, task, examples[self._permutation(t, epoch)[pos]]))
+            self.taken[t] += 1
+            self.draws += 1
+        return items
+
+    def epochs(self) -> dict[str, float]:
+        """Epochs consumed so far per task (examples taken / pool size)."""
+        return {p[0]: self.taken[t] / len(p[2]) for t, p in enumerate(self.pools)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"draws": self.draws, "taken": list(self.taken), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["seed"]) != self.seed or len(state["taken"]) != len(self.pools):
+            raise ValueError(
+                "The prompt sampler state does not match this run (different seed or tasks)."
+            )
+        self.draws = int(state["draws"])
+        self.taken = [int(x) for x in state["taken"]]
+
+
+@dataclass
+class Rollout:
+    """One scored generation batch (N = prompts x G rows, grouped contiguously).
+
+    Attributes:
+        prompt_ids, prompt_mask: [N, P] left-padded prompts and their attention mask.
+        completion_ids: [N, C] sampled completions.
+        completion_mask: [N, C] bool, tokens up to and including the first EOS.
+        prompts: the N prompt strings; completions: the N decoded completions.
+        items: the N `PromptItem`s (task and example per row).
+        rewards: [N] float32 total reward (sum of the row's task's components).
+        rewards_per_func: "task/component" -> [N] float32, NaN on rows of other tasks.
+        num_generations: G.
+        truncated_prompts: prompts cut to `max_prompt_length` (counted once per prompt).
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    prompts: list[str]
+    completions: list[str]
+    items: list[PromptItem]
+    rewards: torch.Tensor
+    rewards_per_func: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_generations: int = 1
+    truncated_prompts: int = 0
+
+    def __len__(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+
+def encode_items(
+    tokenizer: Any,
+    items: Sequence[PromptItem],
+    *,
+    max_prompt_length: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[list[str], torch.Tensor, torch.Tensor, int]:
+    """Render (chat template + task prompt) and left-pad prompts.
+
+    A prompt longer than `max_prompt_length` tokens keeps its last `max_prompt_length` tokens,
+    as d1 / TRL do (`prompt_ids[:, -max_prompt_length:]`); how many were cut is returned.
+
+    Returns:
+        (prompt strings, prompt_ids [n, P], attention mask [n, P], number truncated).
+    """
+    texts = [render_prompt(tokenizer, it.task, it.example) for it in items]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    truncated = 0
+    if max_prompt_length is not None:
+        cut = []
+        for ids in encoded:
+            if len(ids) > max_prompt_length:
+                truncated += 1
+                ids = ids[-max_prompt_length:]
+            cut.append(ids)
+        encoded = cut
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    ids, attn = left_pad(encoded, int(pad_id if pad_id is not None else 0), device)
+    return texts, ids, attn, truncated
+
+
+def score_completions(
+    completions: Sequence[str], items: Sequence[PromptItem]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Score each completion with its own task's reward components (SPEC 5).
+
+    Returns:
+        (total rewards [N] float32, "task/component" -> [N] float32 with NaN on other tasks'
+        rows).
+    """
+    n = len(completions)
+    if len(items) != n:
+        raise ValueError(f"{n} completions but {len(items)} prompt items.")
+    total = torch.zeros(n, dtype=torch.float32)
+    per_func: dict[str, torch.Tensor] = {}
+    by_task: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_task.setdefault(it.task_name, []).append(i)
+    for name, rows in by_task.items():
+        task = items[rows[0]].task
+        comps = [completions[i] for i in rows]
+        exs = [items[i].example for i in rows]
+        index = torch.tensor(rows, dtype=torch.long)
+        for comp_name, fn in task.reward_functions().items():
+            values = fn(comps, exs)
+            if len(values) != len(rows):
+                raise ValueError(
+                    f"Reward {name}/{comp_name} returned {len(values)} values for "
+                    f"{len(rows)} completions."
+                )
+            vals = torch.tensor([float(v) for v in values], dtype=torch.float32)
+            if torch.isnan(vals).any():
+                raise ValueError(f"Reward {name}/{comp_name} returned NaN.")
+            key = f"{name}/{comp_name}"
+            column = per_func.setdefault(key, torch.full((n,), float("nan")))
+            column[index] = vals
+            total[index] += vals
+    return total, per_func
+
+
+@torch.no_grad()
+def generate_rollouts(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    items: Sequence[PromptItem],
+    *,
+    num_generations: int,
+    sampler: SamplerConfig,
+    mask_id: int,
+    eos_id: int | None,
+    generator: torch.Generator | None,
+    generation_batch_size: int | None = None,
+    max_prompt_length: int | None = None,
+    logit_shift: bool = False,
+    device: torch.device | str | None = None,
+) -> Rollout:
+    """Sample `num_generations` completions per prompt and score them (SPEC 4).
+
+    Args:
+        model: the policy (put in eval mode for sampling, its mode restored afterwards).
+        tokenizer: the model's tokenizer (chat template applied through `render_prompt`).
+        items: the prompts of this generation batch (each with its task).
+        num_generations: G completions per prompt.
+        sampler: sampler settings (d1 rollouts: `SamplerConfig.for_rollouts()`: 256 tokens,
+            block 32, 128 steps, temperature 0.9).
+        mask_id, eos_id: the model's mask and EOS ids (the completion mask ends at EOS).
+        generator: sampling noise (on the model's device).
+        generation_batch_size: sequences sampled per call (None: all N at once).
+        max_prompt_length: prompts are left-truncated to this many tokens (d1: 200).
+        logit_shift: True for Dream-style models.
+        device: where the tensors go (default: the model's device).
+    """
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1; got {num_generations}.")
+    if device is None:
+        device = next(model.parameters()).device
+    rows = [it for it in items for _ in range(num_generations)]
+    unique_texts, unique_ids, unique_mask, truncated = encode_items(
+        tokenizer, items, max_prompt_length=max_prompt_length, device=device
+    )
+    texts = [t for t in unique_texts for _ in range(num_generations)]
+    prompt_ids = unique_ids.repeat_interleave(num_generations, dim=0)
+    prompt_mask = unique_mask.repeat_interleave(num_generations, dim=0)
+    n = prompt_ids.shape[0]
+    step = n if not generation_batch_size else int(generation_batch_size)
+    was_training = model.training
+    model.eval()
+    try:
+        outs = []
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
+            out = sample(
+                model,
+                prompt_ids[sl],
+                prompt_mask[sl],
+                config=sampler,
+                mask_id=mask_id,
+                generator=generator,
+                logit_shift=logit_shift,
+            )
+            outs.append(out[:, prompt_ids.shape[1] :])
+        completion_ids = torch.cat(outs, dim=0)
+    finally:
+        model.train(was_training)
+    comp_mask = completion_mask(completion_ids, eos_id)
+    completions = decode_completions(tokenizer, completion_ids)
+    rewards, per_func = score_completions(completions, rows)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=comp_mask,
+        prompts=texts,
+        completions=completions,
+        items=rows,
+        rewards=rewards.to(device),
+        rewards_per_func={k: v.to(device) for k, v in per_func.items()},
+        num_generations=num_generations,
+        truncated_prompts=truncated,
+    )

@@ -1,0 +1,556 @@
+"""`train_grpo(config)`: the diffu-GRPO training loop (SPEC 4) on the shared training toolkit.
+
+Per generation batch g (every `num_iterations` optimizer steps):
+
+1. draw the next prompts (`PromptSampler`; one or several tasks), G rollouts each, scored by
+   the tasks' reward components (`rollout.generate_rollouts`);
+2. advantages `r - mean(group)` (`advantages.compute_advantages`);
+3. prompt masks for every inner iteration k and the old policy's log-probs for k >= 1
+   (`update.prepare_policy_batch`: before any update, without gradient, in chunks).
+
+Then optimizer step s = g * mu + k runs inner iteration k over the whole generation batch in
+micro-batches (`update.policy_step`), clips the gradient norm and steps AdamW and the schedule.
+
+Logged every `logging_steps` to `metrics.jsonl` (+ TensorBoard / W&B): loss, KL, clip fractions,
+ratio statistics, gradient norm, learning rate, seconds per phase, compute so far (generations,
+forward and backward passes, tokens); with each new generation batch: reward mean/std overall,
+per task and per reward component, accuracy per task (the task's evaluation scorer), completion
+length, zero-std group fraction and the share of non-zero advantages (healthy: 0.9-1.0).
+Sample completions with their rewards go to `completions.jsonl` every `log_completions_steps`.
+
+Checkpoints (`checkpoints/checkpoint-{step}`) hold the adapter or full weights, optimizer,
+schedule, RNG states, the prompt stream's position, the compute counters and, mid generation
+batch, the batch itself (`grpo_batch_{rank}.pt`), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from d1.config import ConfigError, load_config
+from d1.grpo.advantages import AdvantageResult, compute_advantages
+from d1.grpo.config import GRPOConfig
+from d1.grpo.loss import LossStats
+from d1.grpo.rollout import PromptSampler, Rollout, generate_rollouts
+from d1.grpo.update import (
+    ComputeCounter,
+    PolicyBatch,
+    Reference,
+    UpdateSettings,
+    policy_step,
+    prepare_policy_batch,
+)
+from d1.sampling import SamplerConfig
+from d1.training.checkpoint import write_checkpoint
+from d1.training.data import keyed_generator
+from d1.training.run import TrainingRun
+
+__all__ = ["GRPOResult", "train_grpo"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_FILE = "grpo_batch_{rank}.pt"
+SAMPLES_FILE = "samples.jsonl"
+
+
+@dataclass
+class GRPOResult:
+    """What a finished (or resumed and finished) run returns."""
+
+    run_dir: Path
+    step: int
+    last_checkpoint: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    compute: dict[str, int] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+class _GRPORun(TrainingRun):
+    """`TrainingRun` whose checkpoints also hold the current generation batch (mid-batch
+    resume). The toolkit's `save` has no hook for extra files; this override adds one."""
+
+    before_save: Callable[[], None] | None = None
+    extra_writer: Callable[[Path], None] | None = None
+
+    def save(self, metric: float | None = None) -> Path:
+        if self.before_save is not None:
+            self.before_save()  # e.g. counters into `state.extra`, before it is serialised
+
+        def write(tmp: Path) -> None:
+            write_checkpoint(
+                tmp,
+                accelerator=self.accelerator,
+                model=self.model,
+                tokenizer=self.tokenizer,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                state=self.state,
+                generators=self.generators,
+                config=self.config,
+            )
+            if self.extra_writer is not None:
+                self.extra_writer(tmp)
+
+        path = self.checkpoints.save(self.state.step, write, metric=metric, state=self.state)
+        self._last_saved_step = self.state.step
+        return path
+
+
+def _load_tasks(cfg: GRPOConfig) -> list[tuple[str, Any, list, float]]:
+    from d1.tasks import get_task
+
+    pools = []
+    for spec in cfg.tasks:
+        task = get_task(spec.name, **spec.options)
+        examples = task.load(spec.split, path=spec.path, limit=spec.limit, seed=cfg.train.seed)
+        if not examples:
+            raise ConfigError(f"task {spec.name!r} has no {spec.split!r} examples.")
+        pools.append((spec.name.lower(), task, examples, spec.weight))
+    return pools
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _rollout_metrics(
+    rollout: Rollout,
+    adv: AdvantageResult,
+    accelerator: Any,
+    eos_id: int | None,
+    task_names: list[str],
+    reward_keys: list[str],
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Reward / accuracy / length / advantage statistics of a generation batch (all processes).
+
+    `task_names` and `reward_keys` ("task/component") are the run's, identical on every process,
+    so every process makes the same collective calls whatever tasks its own prompts came from.
+    """
+    rewards = accelerator.gather(rollout.rewards.float())
+    ids = rollout.completion_ids
+    no_eos = (
+        ~(ids == eos_id).any(dim=1)
+        if eos_id is not None
+        else torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
+    )
+    lengths = accelerator.gather(rollout.completion_mask.sum(1).float())
+    metrics: dict[str, float] = {
+        "reward": float(rewards.mean()),
+        "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "reward_group_std": float(
+            accelerator.gather(adv.group_std.float().to(rewards.device)).mean()
+        ),
+        "completion_length": float(lengths.mean()),
+        "completion_length_max": float(lengths.max()),
+        "completion_no_eos_fraction": float(accelerator.gather(no_eos.float()).mean()),
+        "advantage/zero_std_group_fraction": float(
+            accelerator.gather(torch.tensor([adv.zero_std_fraction], device=rewards.device)).mean()
+        ),
+        "advantage/nonzero_fraction": float(
+            accelerator.gather(torch.tensor([adv.nonzero_fraction], device=rewards.device)).mean()
+        ),
+        "prompts_truncated": float(
+            accelerator.gather(
+                torch.tensor([float(rollout.truncated_prompts)], device=rewards.device)
+            ).sum()
+        ),
+    }
+    n = len(rollout)
+    for key in reward_keys:
+        column = rollout.rewards_per_func.get(key)
+        if column is None:
+            column = torch.full((n,), float("nan"), device=rewards.device)
+        col = accelerator.gather(column.float())
+        valid = col[~torch.isnan(col)]
+        if valid.numel():
+            metrics[f"rewards/{key}"] = float(valid.mean())
+            metrics[f"rewards/{key}_std"] = float(valid.std()) if valid.numel() > 1 else 0.0
+    # Per task: total reward and the evaluation scorer's accuracy.
+    correct = torch.tensor(
+        [
+            float(it.task.score(c, it.example).correct)
+            for c, it in zip(rollout.completions, rollout.items, strict=True)
+        ],
+        device=rewards.device,
+    )
+    task_ids = torch.tensor(
+        [task_names.index(it.task_name) for it in rollout.items], device=rewards.device
+    )
+    all_correct = accelerator.gather(correct)
+    all_task = accelerator.gather(task_ids)
+    all_rewards = rewards
+    metrics["accuracy"] = float(all_correct.mean())
+    for t, name in enumerate(task_names):
+        sel = all_task == t
+        if sel.any():
+            metrics[f"reward/{name}"] = float(all_rewards[sel].mean())
+            metrics[f"accuracy/{name}"] = float(all_correct[sel].mean())
+    samples = []
+    for i, (c, it) in enumerate(zip(rollout.completions, rollout.items, strict=True)):
+        samples.append(
+            {
+                "task": it.task_name,
+                "example_id": it.example.id,
+                "prompt": rollout.prompts[i],
+                "completion": c,
+                "reward": float(rollout.rewards[i]),
+                "rewards": {
+                    k.split("/", 1)[1]: float(v[i])
+                    for k, v in rollout.rewards_per_func.items()
+                    if not math.isnan(float(v[i]))
+                },
+                "advantage": float(adv.advantages[i]),
+                "correct": float(correct[i]),
+            }
+        )
+    return metrics, samples
+
+
+def _peak_memory_gb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return None
+
+
+# ----------------------------------------------------------------------------- the batch file
+
+
+def _save_batch(batch: PolicyBatch, path: Path) -> None:
+    torch.save(
+        {
+            "prompt_ids": batch.prompt_ids.cpu(),
+            "prompt_mask": batch.prompt_mask.cpu(),
+            "completion_ids": batch.completion_ids.cpu(),
+            "completion_mask": batch.completion_mask.cpu(),
+            "advantages": batch.advantages.cpu(),
+            "old_logps": [None if o is None else o.cpu() for o in batch.old_logps],
+            "index": batch.index,
+        },
+        path,
+    )
+
+
+def _load_batch(path: Path, settings: UpdateSettings, device: torch.device) -> PolicyBatch:
+    from d1.grpo.loss import token_weights
+    from d1.grpo.schedule import iteration_prompt_mask
+
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    prompt_ids = data["prompt_ids"].to(device)
+    prompt_mask = data["prompt_mask"].to(device)
+    completion_mask = data["completion_mask"].to(device)
+    masks = [
+        iteration_prompt_mask(
+            prompt_ids,
+            prompt_mask,
+            settings.p_mask,
+            mask_id=settings.mask_id,
+            run_seed=settings.seed,
+            generation_batch=data["index"],
+            iteration=k,
+            random_masking=settings.random_masking,
+            rank=settings.rank,
+        )
+        for k in range(settings.num_iterations)
+    ]
+    return PolicyBatch(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=data["completion_ids"].to(device),
+        completion_mask=completion_mask,
+        advantages=data["advantages"].to(device),
+        weights=token_weights(
+            completion_mask,
+            aggregation=settings.aggregation,
+            num_generations=settings.num_generations,
+        ),
+        prompt_masks=masks,
+        old_logps=[None if o is None else o.to(device) for o in data["old_logps"]],
+        index=int(data["index"]),
+    )
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_grpo(
+    config: GRPOConfig | str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> GRPOResult:
+    """Run diffu-GRPO (SPEC 4); see the module docstring.
+
+    Args:
+        config: a `GRPOConfig`, or a YAML path (None: the paper defaults) read with `overrides`.
+        overrides: `key=value` strings (only with a path / None).
+
+    Returns:
+        A `GRPOResult` (run folder, final step, last checkpoint, last logged metrics, compute).
+    """
+    if isinstance(config, GRPOConfig):
+        if overrides:
+            raise ValueError("Pass overrides together with a YAML path, not with a GRPOConfig.")
+        cfg = config
+    else:
+        cfg = load_config(GRPOConfig, config, list(overrides))
+    gcfg, tcfg = cfg.grpo, cfg.train
+    # Tasks first: a data problem should fail before a model is loaded.
+    pools = _load_tasks(cfg)
+    run = _GRPORun(
+        cfg, train=tcfg, optim=cfg.optim, model_cfg=cfg.model, lora=cfg.lora, command="grpo"
+    )
+    acc = run.accelerator
+    device = acc.device
+    world, rank = acc.num_processes, acc.process_index
+    ga = cfg.gradient_accumulation_steps(world)
+    per_device = tcfg.per_device_batch_size
+    g_size = gcfg.num_generations
+    prompts_per_process = per_device * ga // g_size
+    mu = gcfg.num_iterations
+    max_steps = int(tcfg.max_steps or 0)
+
+    frozen = None
+    if cfg.lora is None and gcfg.beta > 0:
+        # Full fine-tuning: the reference is a frozen copy of the initial policy.
+        frozen = copy.deepcopy(run.model).eval().requires_grad_(False)
+    run.setup_optimization(max_steps)
+    model = run.model
+    policy = run.unwrapped_model()
+    reference = Reference(policy, frozen) if gcfg.beta > 0 else None
+
+    sampler_cfg = SamplerConfig(
+        gen_length=gcfg.max_completion_length,
+        block_length=gcfg.block_length,
+        steps=gcfg.diffusion_steps,
+        temperature=gcfg.temperature,
+        cfg_scale=gcfg.cfg_scale,
+        remasking=gcfg.remasking,
+        sampler=gcfg.sampler,
+    )
+    settings = UpdateSettings(
+        num_iterations=mu,
+        micro_batch_size=per_device,
+        num_generations=g_size,
+        mask_id=run.spec.mask_token_id,
+        seed=tcfg.seed,
+        p_mask=gcfg.p_mask_prompt,
+        random_masking=gcfg.random_masking,
+        epsilon=gcfg.epsilon,
+        epsilon_high=gcfg.epsilon_high,
+        beta=gcfg.beta,
+        aggregation=gcfg.loss_aggregation,
+        estimator=gcfg.estimator,
+        logit_shift=run.spec.logit_shift,
+        logprob_chunk_size=gcfg.logprob_chunk_size,
+        rank=rank,
+    )
+    prompt_sampler = PromptSampler(pools, seed=tcfg.seed)
+    task_names = [p[0] for p in pools]
+    reward_keys = [
+        f"{name}/{comp}" for name, task, _, _ in pools for comp in task.reward_functions()
+    ]
+    counter = ComputeCounter()
+    global_batch = per_device * ga * world
+    run.state.global_batch = global_batch
+    run.state.num_examples = sum(len(p[2]) for p in pools)
+    batch: PolicyBatch | None = None
+    batch_name = BATCH_FILE.format(rank=rank)
+
+    def before_save() -> None:
+        run.state.extra["prompt_sampler"] = prompt_sampler.state_dict()
+        run.state.extra["compute"] = counter.as_dict()
+
+    def write_extra(folder: Path) -> None:
+        if batch is not None and run.state.step % mu:
+            _save_batch(batch, folder / batch_name)
+
+    run.before_save = before_save
+    run.extra_writer = write_extra
+    if run.resume():
+        if run.state.global_batch != global_batch:
+            raise ValueError(
+                f"The checkpoint was trained with {run.state.global_batch} completions per step; "
+                f"this run has {global_batch}: it cannot be resumed exactly."
+            )
+        prompt_sampler.load_state_dict(run.state.extra["prompt_sampler"])
+        counter.load(run.state.extra.get("compute", {}))
+        if run.state.step % mu:
+            path = _resumed_from(run) / batch_name
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path.parent} was saved inside a generation batch but holds no {batch_name}."
+                )
+            batch = _load_batch(path, settings, device)
+    if run.is_main:
+        logger.info(
+            "diffu-GRPO: %d prompts x %d completions per generation batch (%d per optimizer step "
+            "= %d per device x %d accumulation x %d processes), %d inner iterations, %d steps.",
+            prompts_per_process * world,
+            g_size,
+            global_batch,
+            per_device,
+            ga,
+            world,
+            mu,
+            max_steps,
+        )
+    run.start_tracking()
+    samples_path = run.run_dir / SAMPLES_FILE
+    last_sample_log = int(run.state.extra.get("last_sample_log", -(10**9)))
+
+    pending: dict[str, float] = {}
+    last_metrics: dict[str, float] = {}
+    timing = dict.fromkeys(("rollout", "old_logps", "update"), 0.0)
+    t_window = time.perf_counter()
+    model.train()
+    while run.state.step < max_steps:
+        step = run.state.step
+        k, gen_index = step % mu, step // mu
+        if k == 0:
+            t0 = time.perf_counter()
+            items = prompt_sampler.next_items(prompts_per_process * world)
+            items = items[rank * prompts_per_process : (rank + 1) * prompts_per_process]
+            gen = keyed_generator(tcfg.seed, "grpo-rollout", gen_index, rank, device=device)
+            with acc.autocast():
+                rollout = generate_rollouts(
+                    policy,
+                    run.tokenizer,
+                    items,
+                    num_generations=g_size,
+                    sampler=sampler_cfg,
+                    mask_id=run.spec.mask_token_id,
+                    eos_id=run.spec.eos_token_id,
+                    generator=gen,
+                    generation_batch_size=gcfg.generation_batch_size or per_device,
+                    max_prompt_length=gcfg.max_prompt_length,
+                    logit_shift=run.spec.logit_shift,
+                    device=device,
+                )
+            adv = compute_advantages(rollout.rewards, g_size, gcfg.scale_rewards)
+            n, seq = len(rollout), rollout.prompt_ids.shape[1] + rollout.completion_ids.shape[1]
+            passes = n * sampler_cfg.steps * (2 if sampler_cfg.cfg_scale > 0 else 1)
+            counter.generations += n
+            counter.generation_batches += 1
+            counter.sampler_forward_passes += passes
+            counter.sampler_tokens += passes * seq
+            t1 = time.perf_counter()
+            timing["rollout"] += t1 - t0
+            with acc.autocast():
+                batch = prepare_policy_batch(
+                    policy,
+                    prompt_ids=rollout.prompt_ids,
+                    prompt_mask=rollout.prompt_mask,
+                    completion_ids=rollout.completion_ids,
+                    completion_mask=rollout.completion_mask,
+                    advantages=adv.advantages.to(device),
+                    settings=settings,
+                    generation_batch=gen_index,
+                    counter=counter,
+                )
+            model.train()
+            timing["old_logps"] += time.perf_counter() - t1
+            metrics, samples = _rollout_metrics(
+                rollout, adv, acc, run.spec.eos_token_id, task_names, reward_keys
+            )
+            pending.update(metrics)
+            every = gcfg.log_completions_steps
+            if every and step - last_sample_log >= every:
+                last_sample_log = step
+                run.state.extra["last_sample_log"] = step
+                if run.is_main:
+                    with samples_path.open("a", encoding="utf-8") as f:
+                        for sample in samples[: gcfg.num_completions_to_log]:
+                            f.write(json.dumps({"step": step, **sample}) + "\n")
+        assert batch is not None
+
+        t2 = time.perf_counter()
+        tokens_before = counter.forward_tokens
+        with acc.autocast():
+            stats = policy_step(
+                model,
+                batch,
+                k,
+                settings=settings,
+                backward=run.backward,
+                reference=reference,
+                counter=counter,
+                accumulate=lambda last: run.accumulation(last=last),
+            )
+        opt = run.optimizer_step()
+        counter.optimizer_steps += 1
+        timing["update"] += time.perf_counter() - t2
+        run.state.tokens_seen += (counter.forward_tokens - tokens_before) * world
+        run.state.examples_seen = counter.generations * world
+        run.state.epoch = int(max(prompt_sampler.epochs().values()))
+
+        if run.due(tcfg.logging_steps):
+            now = time.perf_counter()
+            logged = {
+                "train/loss": run.mean_across_processes(stats.totals.get("loss", 0.0)),
+                **{f"train/{key}": v for key, v in _merge_loss_stats(stats, acc).items()},
+                "train/grad_norm": opt["grad_norm"],
+                "train/lr": opt["lr"],
+                "train/inner_iteration": k,
+                "train/generation_batch": gen_index,
+                "train/epoch": max(prompt_sampler.epochs().values()),
+                "train/tokens_per_s": run.throughput(),
+                "time/seconds_per_step": (now - t_window) / max(tcfg.logging_steps, 1),
+                **{f"time/{key}_seconds": v for key, v in timing.items()},
+                **{f"compute/{key}": v * world for key, v in counter.as_dict().items()},
+                **{f"train/{key}": v for key, v in pending.items()},
+            }
+            peak = _peak_memory_gb(device)
+            if peak is not None:
+                logged["memory/peak_gb"] = peak
+            t_window = now
+            pending = {}
+            timing = dict.fromkeys(timing, 0.0)
+            run.log(logged)
+            last_metrics = logged
+            run.update_progress(loss=logged["train/loss"], lr=opt["lr"])
+        if tcfg.save_steps and run.due(tcfg.save_steps) and run.state.step < max_steps:
+            run.save()
+    run_dir = run.finish()
+    return GRPOResult(
+        run_dir=run_dir,
+        step=run.state.step,
+        last_checkpoint=run.checkpoints.latest(),
+        metrics=last_metrics,
+        compute={key: v * world for key, v in counter.as_dict().items()},
+    )
+
+
+def _resumed_from(run: TrainingRun) -> Path:
+    which = run.train_cfg.resume_from
+    latest = run.checkpoints.latest()
+    if which == "auto" and latest is not None:
+        return latest
+    return Path(str(which))
+
+
+def _merge_loss_stats(stats: LossStats, acc: Any) -> dict[str, float]:
+    """Token-weighted loss statistics over all processes (sums reduced, extremes gathered)."""
+    if acc.num_processes == 1:
+        return stats.summary()
+    device = acc.device
+    merged = LossStats()
+    for key in ("tokens", "kl", "clip_low", "clip_high", "clip_region", "ratio"):
+        t = torch.tensor([stats.totals.get(key, 0.0)], device=device, dtype=torch.float64)
+        merged.totals[key] = float(acc.reduce(t, reduction="sum"))
+    ext = torch.tensor(
+        [stats.totals.get("ratio_min", math.inf), -stats.totals.get("ratio_max", -math.inf)],
+        device=device,
+        dtype=torch.float64,
+    )
+    ext = acc.gather(ext).view(-1, 2)
+    merged.totals["ratio_min"] = float(ext[:, 0].min())
+    merged.totals["ratio_max"] = float(-ext[:, 1].min())
+    return merged.summary()

@@ -1,0 +1,312 @@
+"""diffu-GRPO config, reference policy, exact resume and an end-to-end run (SPEC 4)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from d1.config import ConfigError, load_config
+from d1.grpo.config import GRPOConfig
+from d1.tasks.base import Example, RewardFn, Score, Task
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "grpo"
+
+
+class Echo(Task):
+    """Toy generated task: the prompt is a digit d, the answer "ddd"; reward = share right."""
+
+    name = "echo"
+
+    def load(self, split="train", *, path=None, limit=None, seed=0):
+        out = []
+        for i in range(200):
+            d = str((i * 7) % 10)
+            out.append(Example(id=f"{split}{i}", question=d, answer=d * 3, response=d * 3))
+        return out[:limit] if limit else out
+
+    def user_message(self, example: Example) -> str:
+        return example.question
+
+    def match(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+        return [
+            sum(a == b for a, b in zip(c[:3], ex.answer, strict=False)) / 3
+            for c, ex in zip(completions, examples, strict=True)
+        ]
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        return {"match": self.match}
+
+    def score(self, completion: str, example: Example) -> Score:
+        return Score(correct=float(completion.strip() == example.answer), parsed=completion)
+
+
+@pytest.fixture
+def echo_task(monkeypatch):
+    """Register the toy task for this test only; keep torch's thread count as it was."""
+    import d1.tasks
+
+    monkeypatch.setitem(d1.tasks._REGISTRY, "echo", f"{__name__}:Echo")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_overrides(out: Path, **extra: str) -> list[str]:
+    base = {
+        "model.name_or_path": "tiny-xs",
+        "model.load_in_4bit": "false",
+        "lora": "null",
+        "global_batch_size": "null",
+        "train.per_device_batch_size": "8",
+        "train.gradient_accumulation_steps": "2",
+        "train.max_steps": "6",
+        "train.num_threads": "1",
+        "train.output_dir": str(out),
+        "train.report_to": "[none]",
+        "train.save_steps": "null",
+        "train.progress": "'off'",
+        "grpo.num_generations": "4",
+        "grpo.num_iterations": "2",
+        "grpo.max_completion_length": "8",
+        "grpo.block_length": "8",
+        "grpo.diffusion_steps": "4",
+        "grpo.temperature": "1.0",
+        "grpo.log_completions_steps": "2",
+        "optim.learning_rate": "1e-3",
+        "optim.max_grad_norm": "1.0",
+        "tasks": "[{name: echo}]",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_paper_defaults() -> None:
+    cfg = GRPOConfig()
+    g = cfg.grpo
+    assert (g.num_generations, g.num_iterations, g.p_mask_prompt) == (6, 12, 0.15)
+    assert (g.epsilon, g.beta, g.temperature, g.scale_rewards) == (0.5, 0.04, 0.9, "none")
+    assert (g.max_completion_length, g.block_length, g.diffusion_steps) == (256, 32, 128)
+    assert g.max_prompt_length == 200
+    o = cfg.optim
+    assert (o.learning_rate, o.adam_beta1, o.adam_beta2, o.weight_decay) == (3e-6, 0.9, 0.99, 0.1)
+    assert (o.max_grad_norm, o.lr_scheduler) == (0.2, "constant_with_warmup")
+    assert cfg.lora is not None and (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (
+        128,
+        64,
+        0.05,
+    )
+    assert cfg.model.load_in_4bit
+    # 96 completions = 16 prompts x 6 per step: 16 micro-batches on 1 GPU, 2 on 8 (d1).
+    assert cfg.gradient_accumulation_steps(1) == 16 and cfg.gradient_accumulation_steps(8) == 2
+
+
+def test_partial_overrides_keep_paper_defaults() -> None:
+    cfg = load_config(GRPOConfig, None, ["optim.learning_rate=1e-5", "train.max_steps=10"])
+    assert cfg.optim.learning_rate == 1e-5
+    assert cfg.optim.adam_beta2 == 0.99 and cfg.optim.max_grad_norm == 0.2
+    assert cfg.train.per_device_batch_size == 6 and cfg.train.max_steps == 10
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="global_batch_size"):
+        load_config(GRPOConfig, None, ["global_batch_size=100"])
+    with pytest.raises(ConfigError, match="load_in_4bit"):
+        load_config(GRPOConfig, None, ["lora=null"])
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
+        load_config(
+            GRPOConfig,
+            None,
+            ["global_batch_size=null", "train.per_device_batch_size=4", "grpo.num_generations=6"],
+        )
+    with pytest.raises(ConfigError, match="diffusion_steps"):
+        load_config(GRPOConfig, None, ["grpo.diffusion_steps=100"])
+    with pytest.raises(ConfigError, match="tasks"):
+        load_config(GRPOConfig, None, ["tasks=[{name: nope}]"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(GRPOConfig, path)
+    assert cfg.tasks and cfg.train.max_steps
+    if not path.name.startswith("tiny"):
+        # Paper configs: 96 completions per optimizer step, d1's mu per task.
+        assert cfg.global_batch_size == 96 and cfg.grpo.num_generations == 6
+        mu = 8 if path.stem in ("countdown", "sudoku") else 12
+        assert cfg.grpo.num_iterations == mu
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def test_lora_reference_is_the_base_model(tiny_model_factory) -> None:
+    from d1.grpo.update import Reference
+    from d1.likelihood import estimate_logps
+    from d1.models import LoraSettings, apply_lora
+
+    base = tiny_model_factory("tiny-xs", 1)
+    original = copy.deepcopy(base)
+    model = apply_lora(base, LoraSettings(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():  # a trained adapter: the policy now differs from the base
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(10, 60, (3, 6), generator=g)
+    comp = torch.randint(10, 60, (3, 4), generator=g)
+    noise = torch.zeros_like(prompt, dtype=torch.bool)
+    mask_id = original.config.mask_token_id
+    kw = {"mask_id": mask_id, "prompt_noise": noise}
+    model.train()
+    ref = Reference(model)
+    with torch.no_grad(), ref.policy() as ref_model:
+        ref_lp = estimate_logps(ref_model, prompt, None, comp, **kw)
+    assert model.training  # mode restored
+    with torch.no_grad():
+        base_lp = estimate_logps(original, prompt, None, comp, **kw)
+        policy_lp = estimate_logps(model.eval(), prompt, None, comp, **kw)
+    torch.testing.assert_close(ref_lp, base_lp, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(policy_lp, base_lp, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
+    """Save inside a generation batch (mu = 2, step 3), resume: identical weights and metrics."""
+    from safetensors.torch import load_file
+
+    from d1.grpo.trainer import train_grpo
+
+    lora = [
+        "lora={r: 4, alpha: 8, dropout: 0.1}",
+        "grpo.beta=0.04",
+        "train.save_steps=3",
+    ]
+    first = train_grpo(None, _tiny_overrides(tmp_path, **{"train.run_name": "a"}) + lora)
+    ckpts = first.run_dir / "checkpoints"
+    assert (ckpts / "checkpoint-3" / "grpo_batch_0.pt").is_file()  # mid generation batch
+    final_a = load_file(ckpts / "checkpoint-6" / "adapter_model.safetensors")
+    rows_a = _metrics(first.run_dir)
+    assert [r["step"] for r in rows_a] == [1, 2, 3, 4, 5, 6]
+    row = rows_a[0]
+    for key in (
+        "train/loss",
+        "train/kl",
+        "train/clip_ratio/region",
+        "train/ratio/mean",
+        "train/reward",
+        "train/rewards/echo/match",
+        "train/reward/echo",
+        "train/accuracy/echo",
+        "train/completion_length",
+        "train/advantage/zero_std_group_fraction",
+        "train/advantage/nonzero_fraction",
+        "train/lr",
+        "compute/generations",
+        "compute/forward_passes",
+        "compute/backward_passes",
+        "compute/forward_tokens",
+    ):
+        assert key in row, key
+    assert row["train/ratio/min"] == 1.0 == row["train/ratio/max"]  # k = 0: old = current
+    assert "train/reward" not in rows_a[1]  # rollouts only every mu = 2 steps
+    assert rows_a[-1]["compute/generations"] == 3 * 16
+    # Compute accounting: mu = 2 -> one old pass per generation batch; a ref pass per step.
+    assert rows_a[-1]["compute/old_forward_passes"] == 3 * 16
+    assert rows_a[-1]["compute/ref_forward_passes"] == 6 * 16
+    assert rows_a[-1]["compute/backward_passes"] == 6 * 16
+    samples = (first.run_dir / "samples.jsonl").read_text().splitlines()
+    assert samples and {"completion", "reward", "rewards", "advantage"} <= set(
+        json.loads(samples[0])
+    )
+
+    resumed = train_grpo(
+        None,
+        _tiny_overrides(tmp_path, **{"train.run_name": "a"})
+        + lora
+        + [f"train.resume_from={ckpts / 'checkpoint-3'}"],
+    )
+    assert resumed.step == 6
+    final_b = load_file(ckpts / "checkpoint-6" / "adapter_model.safetensors")
+    assert final_a.keys() == final_b.keys()
+    for key in final_a:
+        assert torch.equal(final_a[key], final_b[key]), key
+    rows_b = _metrics(resumed.run_dir)[len(rows_a) :]
+    assert [r["step"] for r in rows_b] == [4, 5, 6]
+    for ra, rb in zip(rows_a[3:], rows_b, strict=True):
+        for key in ("train/loss", "train/kl", "train/grad_norm", "compute/forward_passes"):
+            assert ra[key] == rb[key], key
+
+
+@pytest.mark.slow
+def test_sft_then_grpo_raises_reward(tmp_path: Path, echo_task) -> None:
+    """Briefly SFT a tiny model on a generated task, then diffu-GRPO: the mean reward rises.
+
+    The long version lives in benchmarks/grpo_step.py (--demo).
+    """
+    from d1.grpo.trainer import train_grpo
+    from d1.sft.trainer import train_sft
+
+    sft_dir = train_sft(
+        None,
+        [
+            "model.name_or_path=tiny-xs",
+            "lora=null",
+            "global_batch_size=null",
+            "train.per_device_batch_size=16",
+            "train.max_steps=25",
+            f"train.output_dir={tmp_path}",
+            "train.run_name=sft",
+            "train.report_to=[none]",
+            "train.num_threads=1",
+            "train.eval_steps=null",
+            "train.save_steps=null",
+            "train.metric_for_best=null",
+            "train.progress='off'",
+            "optim.learning_rate=3e-3",
+            "optim.lr_scheduler=constant",
+            "data.format=task",
+            "data.task=echo",
+            "data.max_length=48",
+            "data.pad_to=longest",
+            "data.validation_size=8",
+        ],
+    )
+    start = sft_dir / "checkpoints" / "checkpoint-25"
+    result = train_grpo(
+        None,
+        _tiny_overrides(
+            tmp_path,
+            **{
+                "model.name_or_path": str(start),
+                "train.run_name": "grpo",
+                "train.per_device_batch_size": "16",
+                "train.max_steps": "60",
+                "grpo.beta": "0.0",
+                "grpo.epsilon": "0.2",
+                "train.seed": "1",
+            },
+        ),
+    )
+    rewards = [r["train/reward"] for r in _metrics(result.run_dir) if "train/reward" in r]
+    assert len(rewards) == 30
+    early, late = sum(rewards[:6]) / 6, sum(rewards[-6:]) / 6
+    assert late > early + 0.08, (early, late, rewards)
+    nonzero = [
+        r["train/advantage/nonzero_fraction"]
+        for r in _metrics(result.run_dir)
+        if "train/reward" in r
+    ]
+    assert max(nonzero) > 0.3  # the rollouts do carry a learning signal
