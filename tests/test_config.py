@@ -116,6 +116,17 @@ def test_sft_defaults_reproduce_paper():
     assert cfg.train.metric_for_best == "eval/loss" and cfg.eps == 1e-3
 
 
+def test_partial_section_keeps_the_sections_own_defaults(tmp_path):
+    # SFT's `train` default is a paper-specific instance, not TrainingConfig's class defaults:
+    # overriding one key must keep the others.
+    cfg = load_config(SFTConfig, None, ["train.max_steps=5", "lora.r=8"])
+    assert cfg.train.max_steps == 5 and cfg.train.num_epochs == 20
+    assert cfg.train.metric_for_best == "eval/loss" and cfg.train.save_total_limit == 20
+    assert (cfg.lora.r, cfg.lora.alpha) == (8, 256)
+    p = write(tmp_path, "optim:\n  warmup_steps: 3\n")
+    assert load_config(SFTConfig, p).optim.learning_rate == 1e-5
+
+
 def test_sft_validation_names_keys(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(

@@ -14,6 +14,7 @@ file that does not exist.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -133,6 +134,17 @@ class _Mismatch(Exception):
     """Internal: a value does not fit a type (message says why)."""
 
 
+def _field_default(base: Any, f: dataclasses.Field) -> Any:
+    """The current value of field `f`: from `base` when given, else the field's default."""
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return None
+
+
 class _Builder:
     def __init__(self, origins: Mapping[str, str], default_source: str):
         self.origins = origins
@@ -152,7 +164,9 @@ class _Builder:
         src = self.where(path)
         self.errors.append(f"config key {path!r}: {msg}" + (f" (from {src})" if src else ""))
 
-    def build(self, cls: type, data: Any, path: str) -> Any:
+    def build(self, cls: type, data: Any, path: str, base: Any = None) -> Any:
+        """`cls` from `data`; keys absent from `data` keep `base`'s values (a section's own
+        default instance, e.g. SFT's paper `TrainingConfig`), else the field defaults."""
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -175,11 +189,15 @@ class _Builder:
                 )
                 continue
             try:
-                kwargs[key] = self.convert(value, hints[key], full)
+                kwargs[key] = self.convert(
+                    value, hints[key], full, _field_default(base, fields[key])
+                )
             except _Mismatch as e:
                 self.error(full, str(e))
         for name, f in fields.items():
-            if (
+            if name not in kwargs and name not in data and base is not None:
+                kwargs[name] = copy.deepcopy(getattr(base, name))
+            elif (
                 name not in kwargs
                 and name not in data
                 and f.default is dataclasses.MISSING
@@ -195,7 +213,7 @@ class _Builder:
             self.error(path or "<root>", str(e))
             return None
 
-    def convert(self, value: Any, tp: Any, path: str) -> Any:
+    def convert(self, value: Any, tp: Any, path: str, base: Any = None) -> Any:
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if tp is Any:
@@ -205,19 +223,13 @@ class _Builder:
                 if type(None) in args:
                     return None
                 raise _Mismatch(f"must not be null (expected {_type_name(tp)}).")
-            problems = []
             for arg in args:
                 if arg is type(None):
                     continue
-                n_err = len(self.errors)
                 try:
-                    out = self.convert(value, arg, path)
-                except _Mismatch as e:
-                    problems.append(str(e))
+                    return self.convert(value, arg, path, base)
+                except _Mismatch:
                     continue
-                if len(self.errors) == n_err:
-                    return out
-                return out  # nested section errors were already recorded
             raise _Mismatch(f"expected {_type_name(tp)}, got {value!r}.")
         if origin is Literal:
             if value in args and not (
@@ -228,7 +240,7 @@ class _Builder:
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             if value is None:
                 raise _Mismatch("must be a section, not null.")
-            return self.build(tp, value, path)
+            return self.build(tp, value, path, base if isinstance(base, tp) else None)
         if origin in (list, tuple, Sequence) or tp in (list, tuple):
             if isinstance(value, (str, int, float, bool)) and origin is not tuple:
                 value = [value]  # `report_to=wandb` means `[wandb]`

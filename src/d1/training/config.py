@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from d1.config import ConfigError
+from d1.models.loading import LLADA_LORA_TARGETS
 
 __all__ = [
     "LLADA_LORA_TARGETS",
@@ -19,18 +20,6 @@ __all__ = [
     "OptimConfig",
     "TrainingConfig",
 ]
-
-# LLaDA's linear layers (SPEC 8: d1 named modules that do not exist in LLaDA, so only q, k, v
-# (and up_proj in RL) were adapted; these are the real names).
-LLADA_LORA_TARGETS: tuple[str, ...] = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "attn_out",
-    "ff_proj",
-    "up_proj",
-    "ff_out",
-)
 
 
 @dataclass
@@ -66,13 +55,29 @@ class LoraConfig:
         r: adapter rank.
         alpha: scaling numerator (the update is scaled by alpha / r).
         dropout: dropout on the adapter input.
-        target_modules: module names to adapt; default: all of LLaDA's linear layers.
+        target_modules: leaf names of the linear layers to adapt; default: every per-block
+            projection of LLaDA (SPEC 8: d1's names matched only q/k/v), mapped to the
+            family's own names for other families (Dream).
+        adapt_lm_head: also adapt the output head.
     """
 
     r: int = 128
     alpha: int = 256
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(LLADA_LORA_TARGETS))
+    adapt_lm_head: bool = False
+
+    def settings(self):
+        """The equivalent `d1.models.LoraSettings`."""
+        from d1.models.loading import LoraSettings
+
+        return LoraSettings(
+            r=self.r,
+            alpha=self.alpha,
+            dropout=self.dropout,
+            target_modules=tuple(self.target_modules),
+            adapt_lm_head=self.adapt_lm_head,
+        )
 
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []

@@ -1,0 +1,289 @@
+"""`TrainingRun`: the machinery of one training run, shared by the SFT and diffu-GRPO trainers.
+
+A trainer builds a `TrainingRun` (accelerator, run folder, model, tracker, checkpoints), calls
+`setup_optimization(total_steps)` once it knows its step count, `resume()`, then loops:
+
+    for j, micro_batch in enumerate(micro_batches):        # gradient accumulation
+        with run.accumulation(last=j == n - 1):
+            run.backward(loss(micro_batch) / n)
+    stats = run.optimizer_step()                           # clip, step, schedule, zero grad
+    run.log({...}); run.save(metric=...) when due
+
+and finally `run.finish()`, all inside `with run:`. Everything d1 draws flows from
+`train.seed` through named `torch.Generator`s registered with `run.generator(name)` (saved and
+restored with checkpoints) or through keyed generators (`d1.training.data.keyed_generator`).
+Only ops that take no generator (dropout, e.g. LoRA's) use torch's global RNG: `with run:`
+forks it (`torch.random.fork_rng`) and seeds the fork from `train.seed`, so those draws are
+reproducible too and the caller's global RNG is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from d1.config import config_to_dict, save_config
+from d1.training.checkpoint import CheckpointManager, TrainState, load_checkpoint, write_checkpoint
+from d1.training.config import LoraConfig, ModelConfig, OptimConfig, TrainingConfig
+from d1.training.data import derive_seed
+from d1.training.optim import build_optimizer, build_scheduler, clip_grad_norm
+from d1.training.runtime import (
+    load_for_training,
+    make_accelerator,
+    prepare_run_dir,
+    save_base_for_adapter,
+)
+from d1.training.tracking import ProgressBar, Tracker
+
+__all__ = ["TrainingRun"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingRun:
+    """Accelerator, run folder, model, optimizer, schedule, checkpoints and tracking of a run.
+
+    Args:
+        config: the whole resolved run config (saved as `config.yaml` and in checkpoints).
+        train, optim, model_cfg, lora: its shared sections.
+        command: the default run-folder name ("sft", "grpo").
+
+    Attributes:
+        accelerator, run_dir, state (`TrainState`), loaded (`d1.models.LoadedModel`), model
+        (prepared / wrapped after `setup_optimization`), tokenizer, spec, optimizer, scheduler,
+        checkpoints (`CheckpointManager`), tracker (`Tracker`), total_steps.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        train: TrainingConfig,
+        optim: OptimConfig,
+        model_cfg: ModelConfig,
+        lora: LoraConfig | None,
+        command: str,
+    ):
+        self.config = config
+        self.train_cfg = train
+        self.optim_cfg = optim
+        self.accelerator = make_accelerator(train)
+        self.is_main = self.accelerator.is_main_process
+        self.run_dir = prepare_run_dir(train, command, self.accelerator)
+        self.state = TrainState()
+        self.generators: dict[str, torch.Generator] = {}
+        self.loaded = load_for_training(
+            model_cfg, lora, seed=train.seed, device=self.accelerator.device
+        )
+        self.model: torch.nn.Module = self.loaded.model
+        self.tokenizer = self.loaded.tokenizer
+        self.spec = self.loaded.spec
+        if self.is_main:
+            save_config(config, self.run_dir / "config.yaml")
+            save_base_for_adapter(self.model, self.tokenizer, self.run_dir, model_cfg.name_or_path)
+        self.accelerator.wait_for_everyone()
+        self.checkpoints = CheckpointManager(
+            self.run_dir / "checkpoints",
+            self.accelerator,
+            keep_last=train.save_total_limit,
+            metric_name=train.metric_for_best,
+            greater_is_better=train.greater_is_better,
+        )
+        self.checkpoints.remove_stale()
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self.total_steps = 0
+        self.tracker: Tracker | None = None
+        self.progress: ProgressBar | None = None
+        self._last_saved_step: int | None = None
+        self._t_log = time.perf_counter()
+        self._tokens_at_log = 0
+        self._scope: contextlib.ExitStack | None = None
+        # Hooks for trainers with more state: `before_save()` runs first (e.g. counters into
+        # `state.extra`), `extra_writer(tmp_folder)` adds files to every checkpoint.
+        self.before_save: Callable[[], None] | None = None
+        self.extra_writer: Callable[[Path], None] | None = None
+
+    # -- the global-RNG scope
+    def __enter__(self) -> TrainingRun:
+        """Fork torch's global RNG (CPU and this process's GPU) and seed it from the run."""
+        stack = contextlib.ExitStack()
+        device = self.accelerator.device
+        stack.enter_context(
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+        )
+        seed = derive_seed(self.train_cfg.seed, "global-rng", self.accelerator.process_index)
+        torch.random.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
+        self._scope = stack
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+        if self._scope is not None:
+            self._scope.close()
+            self._scope = None
+
+    # -- setup
+    def generator(self, name: str, device: str | torch.device = "cpu") -> torch.Generator:
+        """A named generator seeded by (train.seed, name); its state is checkpointed."""
+        if name not in self.generators:
+            self.generators[name] = torch.Generator(device=device).manual_seed(
+                derive_seed(self.train_cfg.seed, name)
+            )
+        return self.generators[name]
+
+    def setup_optimization(self, total_steps: int, *loaders: Any) -> tuple[Any, ...]:
+        """Build AdamW + schedule for `total_steps`; prepare model, optimizer and extra objects
+        (e.g. evaluation loaders) with accelerate. Returns the prepared extra objects."""
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}.")
+        self.total_steps = total_steps
+        optimizer = build_optimizer(self.model, self.optim_cfg)
+        self.scheduler = build_scheduler(optimizer, self.optim_cfg, total_steps)
+        prepared = self.accelerator.prepare(self.model, optimizer, *loaders)
+        self.model, self.optimizer = prepared[0], prepared[1]
+        return tuple(prepared[2:])
+
+    def resume(self) -> bool:
+        """Restore the checkpoint `train.resume_from` names ("auto": the latest, if any)."""
+        which = self.train_cfg.resume_from
+        if which is None:
+            return False
+        path = self.checkpoints.latest() if which == "auto" else Path(which)
+        if path is None:
+            logger.info("resume_from=auto: no checkpoint yet in %s; starting fresh.", self.run_dir)
+            return False
+        self.state = load_checkpoint(
+            path,
+            accelerator=self.accelerator,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            generators=self.generators,
+        )
+        self._last_saved_step = self.state.step
+        logger.info("Resumed from %s at step %d.", path, self.state.step)
+        return True
+
+    def start_tracking(self) -> None:
+        """Open the tracker and the progress bar (after `resume`, so the bar starts right)."""
+        self.tracker = Tracker(
+            self.run_dir,
+            self.train_cfg.report_to,
+            enabled=self.is_main,
+            config=config_to_dict(self.config),
+            run_name=self.run_dir.name,
+            wandb_project=self.train_cfg.wandb_project,
+        )
+        self.progress = ProgressBar(
+            self.total_steps,
+            start=self.state.step,
+            mode=self.train_cfg.progress,
+            enabled=self.is_main,
+        )
+        self._t_log = time.perf_counter()
+        self._tokens_at_log = self.state.tokens_seen
+
+    # -- the step
+    @contextlib.contextmanager
+    def accumulation(self, *, last: bool) -> Iterator[None]:
+        """Context for one micro-batch: gradients are only all-reduced on the `last` one."""
+        if last or self.accelerator.num_processes == 1:
+            yield
+        else:
+            with self.accelerator.no_sync(self.model):
+                yield
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def optimizer_step(self) -> dict[str, float]:
+        """Clip, step the optimizer and the schedule, zero the gradients; `state.step += 1`.
+
+        Returns `{"grad_norm", "lr"}` (the lr used by this step)."""
+        grad_norm = clip_grad_norm(self.accelerator, self.model, self.optim_cfg.max_grad_norm)
+        lr = float(self.scheduler.get_last_lr()[0])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        return {"grad_norm": grad_norm, "lr": lr}
+
+    # -- logging, evaluation, saving
+    def due(self, every: int | None) -> bool:
+        """True when `every` divides the current step, or at the last step."""
+        step = self.state.step
+        return step >= self.total_steps or (every is not None and step % every == 0)
+
+    def mean_across_processes(self, value: float | torch.Tensor) -> float:
+        t = torch.as_tensor(value, dtype=torch.float32, device=self.accelerator.device)
+        return float(self.accelerator.reduce(t, reduction="mean"))
+
+    def throughput(self) -> float:
+        """Training tokens per second since the previous call."""
+        now = time.perf_counter()
+        tokens = self.state.tokens_seen - self._tokens_at_log
+        rate = tokens / max(now - self._t_log, 1e-9)
+        self._t_log, self._tokens_at_log = now, self.state.tokens_seen
+        return rate
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if self.tracker is not None:
+            self.tracker.log(metrics, self.state.step if step is None else step)
+
+    def update_progress(self, **info: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.state.step, **info)
+
+    def save(self, metric: float | None = None) -> Path:
+        """Write a checkpoint of the current step (collective); tracks the best by `metric`."""
+        if self.before_save is not None:
+            self.before_save()
+
+        def write(tmp: Path) -> None:
+            write_checkpoint(
+                tmp,
+                accelerator=self.accelerator,
+                model=self.model,
+                tokenizer=self.tokenizer,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                state=self.state,
+                generators=self.generators,
+                config=self.config,
+            )
+            if self.extra_writer is not None:
+                self.extra_writer(tmp)
+
+        path = self.checkpoints.save(self.state.step, write, metric=metric, state=self.state)
+        self._last_saved_step = self.state.step
+        return path
+
+    def finish(self) -> Path:
+        """Save the final step (if not saved yet), close tracking; returns the run folder."""
+        if self._last_saved_step != self.state.step:
+            self.save()
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+        self.accelerator.wait_for_everyone()
+        return self.run_dir
+
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)

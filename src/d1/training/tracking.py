@@ -1,0 +1,181 @@
+"""Metrics tracking: one `Tracker.log(metrics, step)` for JSONL, TensorBoard and W&B, and a
+rich progress bar.
+
+`metrics.jsonl` in the run folder is always written (one JSON object per `log` call with
+`step` and `time`); it is what `d1 report` and tests read. TensorBoard and W&B are added through
+`report_to` (TRL-style: ["tensorboard"], ["wandb"], ["tensorboard", "wandb"], ["none"]). Only
+the main process writes; other processes get a no-op tracker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ProgressBar", "Tracker"]
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item") and callable(v.item):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class Tracker:
+    """Log scalar metrics to `run_dir/metrics.jsonl` (+ TensorBoard / W&B).
+
+    Args:
+        run_dir: the run folder.
+        report_to: extra backends: "tensorboard", "wandb" or "none".
+        enabled: False on non-main processes (nothing is written).
+        config: the resolved run config (a plain dict), recorded by W&B.
+        run_name: the W&B run name.
+        wandb_project: the W&B project.
+        filename: the JSONL file name.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        report_to: list[str] | tuple[str, ...] = ("tensorboard",),
+        *,
+        enabled: bool = True,
+        config: dict[str, Any] | None = None,
+        run_name: str | None = None,
+        wandb_project: str = "d1",
+        filename: str = "metrics.jsonl",
+    ):
+        self.enabled = enabled
+        self.path = Path(run_dir) / filename
+        self._tb = None
+        self._wandb = None
+        self._file = None
+        if not enabled:
+            return
+        backends = [r for r in report_to if r != "none"]
+        unknown = set(backends) - {"tensorboard", "wandb"}
+        if unknown:
+            raise ValueError(f"Unknown report_to {sorted(unknown)}; use tensorboard, wandb, none.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+        if "tensorboard" in backends:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        if "wandb" in backends:
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError(
+                    "report_to includes 'wandb' but wandb is not installed: "
+                    "`pip install wandb` (or `pip install d1[wandb]`), or drop it from report_to."
+                ) from e
+            self._wandb = wandb.init(
+                project=wandb_project, name=run_name, dir=str(run_dir), config=config or {}
+            )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        """Record `metrics` (name -> number; non-numbers go to the JSONL only) at `step`."""
+        if not self.enabled:
+            return
+        row = {
+            "step": int(step),
+            "time": time.time(),
+            **{k: _jsonable(v) for k, v in metrics.items()},
+        }
+        assert self._file is not None
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        scalars = {
+            k: float(v)
+            for k, v in row.items()
+            if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, global_step=step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProgressBar:
+    """A rich progress bar with loss, lr, tokens/s and ETA; silent unless enabled.
+
+    Args:
+        total: total optimizer steps.
+        start: steps already done (resumed runs).
+        mode: "on", "off", or "auto" (on only when stderr is an interactive terminal).
+        enabled: False on non-main processes.
+    """
+
+    def __init__(self, total: int, *, start: int = 0, mode: str = "auto", enabled: bool = True):
+        on = mode == "on" or (mode == "auto" and sys.stderr.isatty())
+        self.active = bool(enabled and on)
+        self._progress = None
+        self._task = None
+        if not self.active:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=total, completed=start, info="")
+
+    def update(self, step: int, **info: float) -> None:
+        """Move to `step`; show e.g. loss=..., lr=..., tok_s=... next to the bar."""
+        if not self.active:
+            return
+        parts = []
+        for k, v in info.items():
+            if k == "lr":
+                parts.append(f"lr {v:.2e}")
+            elif k == "tok_s":
+                parts.append(f"{v:,.0f} tok/s")
+            else:
+                parts.append(f"{k} {v:.4f}")
+        assert self._progress is not None
+        self._progress.update(self._task, completed=step, info="  ".join(parts))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
