@@ -250,6 +250,54 @@ def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
             assert ra[key] == rb[key], key
 
 
+class Letter(Echo):
+    """A second toy task for mixtures, with a dense reward (share of lowercase letters), so that
+    even a random model gets non-zero advantages."""
+
+    name = "letter"
+
+    def load(self, split="train", *, path=None, limit=None, seed=0):
+        return [Example(f"l{i}", "abc"[i % 3], "abc"[i % 3] * 3) for i in range(30)]
+
+    def match(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+        return [sum(ch.islower() for ch in c) / max(len(c), 1) for c in completions]
+
+
+def test_full_finetune_mu1_with_kl_and_a_task_mixture(tmp_path: Path, echo_task, monkeypatch):
+    """mu = 1 with beta > 0 (the reference crashed there), frozen-copy reference, two tasks."""
+    import d1.tasks
+    from d1.grpo.trainer import train_grpo
+
+    monkeypatch.setitem(d1.tasks._REGISTRY, "letter", f"{__name__}:Letter")
+    result = train_grpo(
+        None,
+        _tiny_overrides(
+            tmp_path,
+            **{
+                "train.run_name": "mu1",
+                "train.max_steps": "3",
+                "grpo.num_iterations": "1",
+                "grpo.beta": "0.04",
+                "optim.warmup_ratio": "0.0",
+                "tasks": "[{name: echo, weight: 1}, {name: letter, weight: 1}]",
+            },
+        ),
+    )
+    rows = _metrics(result.run_dir)
+    assert len(rows) == 3
+    for row in rows:
+        assert "train/reward" in row  # mu = 1: a generation batch every step
+        assert row["train/ratio/min"] == 1.0 == row["train/ratio/max"]
+        assert row["train/kl"] >= 0.0
+    assert rows[0]["train/kl"] == pytest.approx(0.0, abs=1e-6)  # policy = reference at step 0
+    assert rows[0]["train/grad_norm"] > 0.0
+    assert rows[-1]["train/kl"] > 0.0  # the policy moved away from the frozen reference
+    assert rows[-1]["compute/old_forward_passes"] == 0  # mu = 1: old log-probs = current
+    assert rows[-1]["compute/ref_forward_passes"] == 3 * 16
+    keys = set().union(*rows)
+    assert {"train/reward/echo", "train/reward/letter", "train/rewards/letter/match"} <= keys
+
+
 @pytest.mark.slow
 def test_sft_then_grpo_raises_reward(tmp_path: Path, echo_task) -> None:
     """Briefly SFT a tiny model on a generated task, then diffu-GRPO: the mean reward rises.

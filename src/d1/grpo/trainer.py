@@ -195,6 +195,8 @@ def _rollout_metrics(
         sel = all_task == t
         if sel.any():
             metrics[f"reward/{name}"] = float(all_rewards[sel].mean())
+            if int(sel.sum()) > 1:
+                metrics[f"reward/{name}_std"] = float(all_rewards[sel].std())
             metrics[f"accuracy/{name}"] = float(all_correct[sel].mean())
     samples = []
     for i, (c, it) in enumerate(zip(rollout.completions, rollout.items, strict=True)):
@@ -409,7 +411,7 @@ def train_grpo(
     pending: dict[str, float] = {}
     last_metrics: dict[str, float] = {}
     timing = dict.fromkeys(("rollout", "old_logps", "update"), 0.0)
-    t_window = time.perf_counter()
+    t_window, window_steps = time.perf_counter(), 0
     model.train()
     while run.state.step < max_steps:
         step = run.state.step
@@ -491,6 +493,7 @@ def train_grpo(
         run.state.examples_seen = counter.generations * world
         run.state.epoch = int(max(prompt_sampler.epochs().values()))
 
+        window_steps += 1
         if run.due(tcfg.logging_steps):
             now = time.perf_counter()
             logged = {
@@ -502,15 +505,16 @@ def train_grpo(
                 "train/generation_batch": gen_index,
                 "train/epoch": max(prompt_sampler.epochs().values()),
                 "train/tokens_per_s": run.throughput(),
-                "time/seconds_per_step": (now - t_window) / max(tcfg.logging_steps, 1),
-                **{f"time/{key}_seconds": v for key, v in timing.items()},
+                "time/seconds_per_step": (now - t_window) / window_steps,
+                # Per optimizer step; rollout and old log-probs amortised over the window.
+                **{f"time/{key}_seconds": v / window_steps for key, v in timing.items()},
                 **{f"compute/{key}": v * world for key, v in counter.as_dict().items()},
                 **{f"train/{key}": v for key, v in pending.items()},
             }
             peak = _peak_memory_gb(device)
             if peak is not None:
                 logged["memory/peak_gb"] = peak
-            t_window = now
+            t_window, window_steps = now, 0
             pending = {}
             timing = dict.fromkeys(timing, 0.0)
             run.log(logged)
