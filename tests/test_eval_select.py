@@ -38,7 +38,8 @@ class SpyTask(Task):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tokenizer) -> Path:
-    """A run folder with three tiny checkpoints (different random weights) and a stray folder."""
+    """A run folder laid out as the trainers write it (RUN/checkpoints/checkpoint-N) with three
+    tiny checkpoints (different random weights), a stray folder and an unfinished one."""
     from d1.models import make_tiny_model
     from d1.models.tiny import init_weights_
 
@@ -46,10 +47,10 @@ def run_dir(tmp_path_factory, tokenizer) -> Path:
     for step in (10, 20, 30):
         model, tok = make_tiny_model("tiny-xs", seed=0)
         init_weights_(model, torch.Generator().manual_seed(step), std=0.5)
-        model.save_pretrained(root / f"checkpoint-{step}")
-        tok.save_pretrained(root / f"checkpoint-{step}")
-    (root / "logs").mkdir()
-    (root / ".checkpoint-40.tmp").mkdir()
+        model.save_pretrained(root / "checkpoints" / f"checkpoint-{step}")
+        tok.save_pretrained(root / "checkpoints" / f"checkpoint-{step}")
+    (root / "checkpoints" / "logs").mkdir()
+    (root / "checkpoints" / ".tmp-checkpoint-40").mkdir()
     return root
 
 
@@ -71,7 +72,8 @@ def test_find_checkpoints_in_training_order(run_dir: Path) -> None:
     found = find_checkpoints(run_dir)
     assert [c.step for c in found] == [10, 20, 30]
     with pytest.raises(FileNotFoundError, match="No checkpoints"):
-        find_checkpoints(run_dir / "logs")
+        find_checkpoints(run_dir / "checkpoints" / "logs")
+    assert [c.step for c in find_checkpoints(run_dir / "checkpoints")] == [10, 20, 30]
 
 
 def test_select_never_reads_the_test_split(run_dir: Path, tmp_path: Path) -> None:

@@ -44,14 +44,17 @@ class Checkpoint:
 def find_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     """Checkpoint folders of a run, in training order.
 
-    A checkpoint is a sub-folder of `run_dir` holding `config.json` or `adapter_config.json`
-    (folders being written, whose names start with "." or end with ".tmp", are skipped); its
-    step is the trailing number of its name ("checkpoint-500" -> 500). `run_dir` itself is
-    not a candidate.
+    The trainers write `RUN_DIR/checkpoints/checkpoint-{step}/`; a folder of checkpoints can be
+    passed directly too. A checkpoint is a sub-folder holding `config.json` or
+    `adapter_config.json` (folders being written, whose names start with "." or end with
+    ".tmp", are skipped); its step is the trailing number of its name ("checkpoint-500" ->
+    500). `run_dir` itself is not a candidate.
     """
     root = Path(run_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"Run directory {root} does not exist.")
+    if (root / "checkpoints").is_dir():
+        root = root / "checkpoints"
     found = []
     for sub in root.iterdir():
         if not sub.is_dir() or sub.name.startswith(".") or sub.name.endswith(".tmp"):
