@@ -45,10 +45,12 @@ import torch
 from d1.models.forward import model_logits
 
 __all__ = [
+    "CACHE_MODES",
     "REMASKING",
     "SamplerConfig",
     "TraceFn",
     "chat_prompt",
+    "check_fast_options",
     "check_schedule",
     "completion_stop_ids",
     "decode_completions",
@@ -65,6 +67,8 @@ __all__ = [
 ]
 
 REMASKING = ("low_confidence", "random")
+# Block KV cache modes of the fast sampler (`d1.sampling_fast`, LLADA_ARCH.md "Fast-dLLM's cache").
+CACHE_MODES = ("none", "prefix", "dual")
 
 # trace(step_index, block_index, x): called after every step with a copy of the full sequences.
 TraceFn = Callable[[int, int, torch.Tensor], None]
@@ -87,7 +91,14 @@ class SamplerConfig:
         temperature: Gumbel-max sampling temperature; 0 = argmax (greedy).
         cfg_scale: classifier-free guidance scale; 0 disables it (one forward per step).
         remasking: "low_confidence" (commit the most probable proposals) or "random".
-        sampler: which registered sampler `sample` runs ("reference": `generate`).
+        sampler: which registered sampler `sample` runs ("reference": `generate`; "fast":
+            `d1.sampling_fast.generate_fast`, Fast-dLLM's block KV cache and parallel decoding).
+        cache: the "fast" sampler's block KV cache: "none", "prefix" or "dual"; None = the
+            sampler's default ("fast": "dual"; the reference sampler has no cache).
+        threshold: the "fast" sampler's confidence-threshold parallel decoding: each step
+            commits every masked position of the block whose confidence exceeds `threshold`
+            (at least the most confident one), so the number of steps adapts and `steps` is
+            not used. None = the fixed schedule of SPEC 2.2 (Fast-dLLM uses 0.9).
     """
 
     gen_length: int = 256
@@ -97,10 +108,20 @@ class SamplerConfig:
     cfg_scale: float = 0.0
     remasking: str = "low_confidence"
     sampler: str = "reference"
+    cache: str | None = None
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
         check_schedule(self.gen_length, self.block_length, self.steps)
         _check_options(self.temperature, self.cfg_scale, self.remasking)
+        check_fast_options(self.cache, self.threshold)
+        if self.sampler == "reference" and (
+            self.cache not in (None, "none") or self.threshold is not None
+        ):
+            raise ValueError(
+                f"The reference sampler has no KV cache or threshold decoding (got cache="
+                f"{self.cache!r}, threshold={self.threshold!r}); use sampler='fast' for them."
+            )
 
     @classmethod
     def for_eval(cls, gen_length: int = 256, **overrides: Any) -> SamplerConfig:
@@ -128,6 +149,12 @@ class SamplerConfig:
         """The keyword arguments a sampler function takes from this config."""
         kwargs = asdict(self)
         kwargs.pop("sampler")
+        # Fast-sampler options go only to samplers that take them: when set, and never to the
+        # reference sampler (whose only mode, cache "none", is then implied).
+        if self.cache is None or self.sampler == "reference":
+            kwargs.pop("cache")
+        if self.threshold is None:
+            kwargs.pop("threshold")
         return kwargs
 
 
@@ -165,6 +192,17 @@ def _check_options(temperature: float, cfg_scale: float, remasking: str) -> None
         raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}.")
     if not cfg_scale >= 0.0:
         raise ValueError(f"cfg_scale must be >= 0 (0 disables guidance); got {cfg_scale}.")
+
+
+def check_fast_options(cache: str | None, threshold: float | None) -> None:
+    """Raise ValueError unless `cache` is None or a cache mode and `threshold` None or in [0, 1]."""
+    if cache is not None and cache not in CACHE_MODES:
+        raise ValueError(f"Unknown cache {cache!r}; choose one of {', '.join(CACHE_MODES)}.")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(
+            f"threshold must be in [0, 1] (a confidence; Fast-dLLM uses 0.9) or None for the "
+            f"fixed schedule; got {threshold}."
+        )
 
 
 def num_transfer_tokens(mask_index: torch.Tensor, steps: int) -> torch.Tensor:
@@ -271,6 +309,76 @@ def generate(
     Returns:
         [B, P + gen_length] int64: the prompts followed by their completions.
     """
+    _check_inputs(
+        input_ids,
+        attention_mask,
+        gen_length=gen_length,
+        block_length=block_length,
+        steps=steps,
+        temperature=temperature,
+        cfg_scale=cfg_scale,
+        remasking=remasking,
+        mask_id=mask_id,
+        generator=generator,
+    )
+    x, attn = _init_canvas(input_ids, attention_mask, gen_length, mask_id)
+    prompt_len = input_ids.shape[1]
+    use_cfg = cfg_scale > 0.0
+    if use_cfg:
+        uncond_prompt = _uncond_prompt(input_ids, attention_mask, mask_id)
+        attn_cfg = torch.cat([attn, attn], dim=0) if attn is not None else None
+
+    num_blocks = gen_length // block_length
+    steps_per_block = steps // num_blocks
+    step_index = 0
+    for block_index in range(num_blocks):
+        start = prompt_len + block_index * block_length
+        end = start + block_length
+        schedule = num_transfer_tokens(x[:, start:end] == mask_id, steps_per_block)
+        for j in range(steps_per_block):
+            if use_cfg:
+                x_uncond = x.clone()
+                x_uncond[:, :prompt_len] = uncond_prompt
+                both = model_logits(
+                    model, torch.cat([x, x_uncond]), attn_cfg, logit_shift=logit_shift
+                )[:, start:end]
+                logits = _guide(both, cfg_scale)
+            else:
+                logits = model_logits(model, x, attn, logit_shift=logit_shift)[:, start:end]
+                # float64 for Gumbel-max and confidences; for a float64 model this stays a view of
+                # its output, which is fine: nothing else reads that output.
+                logits = logits.to(torch.float64)
+            block = x[:, start:end]
+            x0, confidence, masked = _propose_masked(
+                block,
+                logits,
+                mask_id=mask_id,
+                temperature=temperature,
+                remasking=remasking,
+                generator=generator,
+            )
+            # `& masked` keeps committed tokens fixed even if k ever exceeded the masked count.
+            transfer = _select_top_k(confidence, schedule[:, j]) & masked
+            x[:, start:end] = torch.where(transfer, x0, block)
+            _emit_trace(trace, step_index, block_index, x)
+            step_index += 1
+    return x
+
+
+def _check_inputs(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    gen_length: int,
+    block_length: int,
+    steps: int,
+    temperature: float,
+    cfg_scale: float,
+    remasking: str,
+    mask_id: int | None,
+    generator: torch.Generator | None,
+) -> None:
+    """The argument checks every sampler shares (clear errors naming the fix)."""
     if mask_id is None:
         raise ValueError(
             "mask_id is required: pass the model's mask token id (LLaDA: 126336; "
@@ -294,66 +402,90 @@ def generate(
             f"torch.Generator(device={str(device)!r}).manual_seed(seed)."
         )
 
+
+def _init_canvas(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    gen_length: int,
+    mask_id: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`x = prompt ++ [M] * gen_length` (SPEC 2.1) and its [B, P + gen_length] mask.
+
+    The mask is None when nothing is padded: one check up front (a host sync) instead of one
+    per step, and no mask at all gives exactly the unmasked result.
+    """
+    device = input_ids.device
     batch, prompt_len = input_ids.shape
     x = torch.full((batch, prompt_len + gen_length), mask_id, dtype=torch.long, device=device)
     x[:, :prompt_len] = input_ids
     attn = None
-    # One check up front (a host sync) instead of one per step: no padding = no mask at all.
     if attention_mask is not None and not bool(attention_mask.bool().all()):
         ones = torch.ones((batch, gen_length), dtype=attention_mask.dtype, device=device)
         attn = torch.cat([attention_mask.to(device), ones], dim=1)
+    return x, attn
 
-    use_cfg = cfg_scale > 0.0
-    if use_cfg:
-        real_prompt = input_ids != mask_id
-        if attention_mask is not None:
-            real_prompt &= attention_mask.to(device).bool()
-        uncond_prompt = input_ids.masked_fill(real_prompt, mask_id)
-        attn_cfg = torch.cat([attn, attn], dim=0) if attn is not None else None
 
-    num_blocks = gen_length // block_length
-    steps_per_block = steps // num_blocks
-    step_index = 0
-    for block_index in range(num_blocks):
-        start = prompt_len + block_index * block_length
-        end = start + block_length
-        schedule = num_transfer_tokens(x[:, start:end] == mask_id, steps_per_block)
-        for j in range(steps_per_block):
-            if use_cfg:
-                x_uncond = x.clone()
-                x_uncond[:, :prompt_len] = uncond_prompt
-                both = model_logits(
-                    model, torch.cat([x, x_uncond]), attn_cfg, logit_shift=logit_shift
-                )[:, start:end].to(torch.float64)
-                cond, uncond = both.chunk(2, dim=0)
-                logits = uncond + (cfg_scale + 1.0) * (cond - uncond)
-            else:
-                logits = model_logits(model, x, attn, logit_shift=logit_shift)[:, start:end]
-                # float64 for Gumbel-max and confidences; for a float64 model this stays a view of
-                # its output, which is fine: nothing else reads that output.
-                logits = logits.to(torch.float64)
-            if not 0 <= mask_id < logits.shape[-1]:
-                raise ValueError(
-                    f"mask_id {mask_id} is outside the model's vocabulary of "
-                    f"{logits.shape[-1]} tokens; pass the model's own mask token id."
-                )
-            # The mask token is never a proposal (committing it would leave the position
-            # masked and break the schedule); a trained model gives it ~0 probability anyway.
-            logits[..., mask_id] = float("-inf")
-            x0, confidence = _propose(logits, temperature, remasking, generator)
-            block = x[:, start:end]
-            masked = block == mask_id
-            confidence = confidence.masked_fill(~masked, float("-inf"))
-            # `& masked` keeps committed tokens fixed even if k ever exceeded the masked count.
-            transfer = _select_top_k(confidence, schedule[:, j]) & masked
-            x[:, start:end] = torch.where(transfer, x0, block)
-            if trace is not None:
-                if isinstance(trace, list):
-                    trace.append(x.clone())
-                else:
-                    trace(step_index, block_index, x.clone())
-            step_index += 1
-    return x
+def _uncond_prompt(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, mask_id: int
+) -> torch.Tensor:
+    """The prompt of the unconditional CFG pass: real tokens -> mask, padding stays padding."""
+    real_prompt = input_ids != mask_id
+    if attention_mask is not None:
+        real_prompt &= attention_mask.to(input_ids.device).bool()
+    return input_ids.masked_fill(real_prompt, mask_id)
+
+
+def _guide(both: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance on [2B, n, V] logits (conditional rows first), in float64:
+    `u + (cfg_scale + 1) * (c - u)` (SPEC 2.3)."""
+    cond, uncond = both.to(torch.float64).chunk(2, dim=0)
+    return uncond + (cfg_scale + 1.0) * (cond - uncond)
+
+
+def _propose_masked(
+    block: torch.Tensor,
+    logits: torch.Tensor,
+    *,
+    mask_id: int,
+    temperature: float,
+    remasking: str,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step's proposals for a block (SPEC 2.3): x0, confidence and the masked positions.
+
+    Args:
+        block: [B, n] current tokens of the block.
+        logits: [B, n, V] float64 logits of the block (modified in place: the mask token's
+            logit is set to -inf, so it is never proposed).
+
+    Returns:
+        x0 [B, n], confidence [B, n] float64 (-inf where the position is already committed) and
+        `masked` [B, n] bool.
+    """
+    if not 0 <= mask_id < logits.shape[-1]:
+        raise ValueError(
+            f"mask_id {mask_id} is outside the model's vocabulary of "
+            f"{logits.shape[-1]} tokens; pass the model's own mask token id."
+        )
+    # The mask token is never a proposal (committing it would leave the position masked and
+    # break the schedule); a trained model gives it ~0 probability anyway.
+    logits[..., mask_id] = float("-inf")
+    x0, confidence = _propose(logits, temperature, remasking, generator)
+    masked = block == mask_id
+    confidence = confidence.masked_fill(~masked, float("-inf"))
+    return x0, confidence, masked
+
+
+def _emit_trace(
+    trace: TraceFn | list[torch.Tensor] | None, step_index: int, block_index: int, x: torch.Tensor
+) -> None:
+    """Hand a copy of `x` to the trace observer (a list or a callable), if any."""
+    if trace is None:
+        return
+    if isinstance(trace, list):
+        trace.append(x.clone())
+    else:
+        trace(step_index, block_index, x.clone())
 
 
 # Sampler registry: every entry takes generate's signature. Faster samplers register here.
@@ -364,7 +496,8 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
     """Make `fn` selectable as `SamplerConfig(sampler=name)`.
 
     `fn` takes `generate`'s signature (all of it: `sample` passes `mask_id`, `generator`,
-    `logit_shift`, `trace` and every `SamplerConfig` setting) and returns [B, P + gen_length].
+    `logit_shift`, `trace` and every `SamplerConfig` setting; `cache` and `threshold` only when
+    they are set) and returns [B, P + gen_length].
     """
     _SAMPLERS[name] = fn
 
@@ -602,3 +735,9 @@ def run_generate(
         trace=trace,
     )
     return decode_completions(tokenizer, out[:, plen:])[0]
+
+
+# The fast sampler registers itself as "fast" on import; importing it here makes the name known
+# wherever `d1.sampling` is (configs validate names with `sampler_names()`). A plain module import
+# (no `from`) so either module may be imported first.
+import d1.sampling_fast  # noqa: E402, F401

@@ -10,7 +10,10 @@ Beyond the original remote code, this implementation
   never a causal part; an all-ones mask gives exactly the unmasked result;
 - derives RoPE positions from the mask (cumsum - 1) so a left-padded prompt sees the positions it
   would see alone, which makes batched sampling independent of batch composition;
-- supports `position_ids`, `inputs_embeds`, GQA, HF gradient checkpointing and peft.
+- supports `position_ids`, `inputs_embeds`, GQA, HF gradient checkpointing and peft;
+- offers an optional block KV cache (`use_cache` / `cache` / `cache_position`,
+  `LLaDAKVCache`) for Fast-dLLM-style approximate caching in diffusion sampling
+  (LLADA_ARCH.md "Fast-dLLM's cache", `d1.sampling_fast`), and `logits_to_keep`.
 """
 
 from __future__ import annotations
@@ -35,10 +38,73 @@ class LLaDAOutput(ModelOutput):
 
     logits: [B, L, embedding_size], position i scores the token at position i (no shift).
     hidden_states: per-layer inputs plus the final (pre-`ln_f`) state, when requested.
+    cache: the `LLaDAKVCache` filled or updated by this call (with `use_cache` or a `cache`).
     """
 
     logits: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    cache: LLaDAKVCache | None = None
+
+
+class LLaDAKVCache:
+    """Keys and values of every layer for a whole sequence, for block-wise approximate caching.
+
+    Fast-dLLM's cache (LLADA_ARCH.md "Fast-dLLM's cache"), batched: a full forward with
+    `use_cache=True` fills it (the "refresh"); a later forward of a contiguous chunk of the same
+    sequence (`cache=cache, cache_position=start`) writes the chunk's new keys/values
+    into the cache at its positions, **in place**, and attends over the whole cached sequence:
+    positions outside the chunk use their keys/values from the refresh (stale by design).
+    Prefix cache = chunk from the block start to the end; dual cache = the block only.
+
+    Keys are stored after RoPE: a position's rotation depends only on its position, which never
+    changes between refreshes, so this equals re-rotating cached pre-RoPE keys on every call.
+    The key-padding mask and position ids of the refresh are kept, so chunk calls need neither.
+    Inference only: the in-place writes are not meant for autograd.
+
+    Attributes:
+        keys, values: per layer [B, n_kv_heads, L, head_dim] (None until the refresh fills them).
+        attn_mask: the refresh's boolean key mask [B, 1, 1, L] (or a 4-D mask), None = no padding.
+        position_ids: the refresh's RoPE positions, [B, L] or [L].
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        attn_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+    ) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.attn_mask = attn_mask
+        self.position_ids = position_ids
+
+    @property
+    def seq_length(self) -> int:
+        """L, the length of the cached sequence (0 before the refresh)."""
+        return 0 if self.keys[0] is None else int(self.keys[0].shape[2])
+
+    @property
+    def batch_size(self) -> int:
+        """B, the number of cached rows (0 before the refresh)."""
+        return 0 if self.keys[0] is None else int(self.keys[0].shape[0])
+
+    def update(
+        self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store layer `layer_idx`'s k, v [B, H_kv, n, hd] at positions [start, start + n).
+
+        The first call per layer (the refresh, start 0) stores the tensors as they are; later
+        calls overwrite the chunk's positions in place. Returns the layer's full keys/values.
+        """
+        if self.keys[layer_idx] is None:
+            if start != 0:
+                raise ValueError("An empty LLaDAKVCache is filled by a full forward (start 0).")
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+            return k, v
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[:, :, start : start + k.shape[2]] = k
+        values[:, :, start : start + v.shape[2]] = v
+        return keys, values
 
 
 class LLaDARMSNorm(nn.Module):
@@ -138,8 +204,14 @@ class LLaDABlock(GradientCheckpointingLayer):
         cos: torch.Tensor,
         sin: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
+        cache: LLaDAKVCache | None = None,
+        cache_position: int = 0,
     ) -> torch.Tensor:
-        """x [B, L, d] -> [B, L, d]. Arguments are positional so gradient checkpointing works."""
+        """x [B, L, d] -> [B, L, d]. Arguments are positional so gradient checkpointing works.
+
+        With `cache`, x holds positions [cache_position, cache_position + L) of the cached
+        sequence: its keys/values go into the cache there and queries attend over all of it.
+        """
         b, t, _ = x.shape
         h = self.attn_norm(x)
         q = self.q_proj(h).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
@@ -147,6 +219,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         v = self.v_proj(h).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v, cache_position)
         att = self.attention(q, k, v, attn_mask)
         x = x + self.attn_out(att.transpose(1, 2).reshape(b, t, -1))
         h = self.ff_norm(x)
@@ -277,6 +351,10 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         return_dict: bool | None = True,
         output_hidden_states: bool | None = None,
+        cache: LLaDAKVCache | None = None,
+        use_cache: bool | None = None,
+        cache_position: int | torch.Tensor | None = None,
+        logits_to_keep: int | slice | torch.Tensor = 0,
         **kwargs,
     ) -> LLaDAOutput | tuple[torch.Tensor, ...]:
         """Logits [B, L, V] of a bidirectional pass; position i scores token i (no shift).
@@ -288,15 +366,44 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 (boolean True = attend, or additive float) broadcastable to [B, H, L, L].
             position_ids: [B, L] or [L] RoPE positions. Default: cumsum(mask) - 1 clamped at 0
                 when a 2-D mask is given, else 0..L-1.
-            return_dict: False returns a tuple `(logits,)`.
+            return_dict: False returns a tuple `(logits,)` (plus hidden states, then the cache,
+                when requested).
             output_hidden_states: also return the hidden states.
-            kwargs: accepted and ignored (e.g. `use_cache` from generic callers).
+            cache: a filled `LLaDAKVCache`: the input is then the contiguous chunk
+                [cache_position, cache_position + L) of the cached sequence; its keys/values are
+                written into the cache in place and it attends over the whole cached sequence
+                (approximate block caching, LLADA_ARCH.md "Fast-dLLM's cache"). The mask and
+                positions default to the cache's (an `attention_mask` given here must be the
+                [B, L_cache] one of the whole sequence).
+            use_cache: True (without `cache`) returns a new `LLaDAKVCache` of this full
+                forward in the output's `cache`. Default: off (`config.use_cache` is ignored:
+                a diffusion model has no generic incremental decoding).
+            cache_position: start of the chunk in the cached sequence (int, or HF-style 1-D
+                tensor of its consecutive positions). Required with `cache`.
+            logits_to_keep: compute logits only for some positions (HF semantics): 0 = all,
+                N > 0 = the last N, a slice or a 1-D index tensor = those positions.
+            kwargs: `past_key_values` is read as `cache` (transformers' old name); the rest
+                are accepted and ignored (from generic callers).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         tr = self.model.transformer
         x = tr.wte(input_ids) if inputs_embeds is None else inputs_embeds
         b, t = x.shape[:2]
+
+        if cache is None:
+            cache = kwargs.get("past_key_values")
+        if cache is not None:
+            return self._forward_chunk(
+                x,
+                cache,
+                cache_position,
+                attention_mask,
+                position_ids,
+                return_dict,
+                output_hidden_states,
+                logits_to_keep,
+            )
 
         attn_mask = None
         if attention_mask is not None:
@@ -316,27 +423,111 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 raise ValueError("attention_mask must be [B, L] or a [B, (1,) L, L] mask.")
         if position_ids is None:
             position_ids = torch.arange(t, device=x.device)
-        cos, sin = rope_cos_sin(
-            position_ids.to(x.device), self.config.head_dim, self.config.rope_theta
+        position_ids = position_ids.to(x.device)
+        if use_cache:
+            cache = LLaDAKVCache(len(tr.blocks), attn_mask, position_ids)
+        return self._run_blocks(
+            x, position_ids, attn_mask, cache, 0, return_dict, output_hidden_states, logits_to_keep
         )
 
+    def _forward_chunk(
+        self,
+        x: torch.Tensor,
+        cache: LLaDAKVCache,
+        cache_position: int | torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        return_dict: bool | None,
+        output_hidden_states: bool | None,
+        logits_to_keep: int | slice | torch.Tensor,
+    ) -> LLaDAOutput | tuple[torch.Tensor, ...]:
+        """A chunk of a cached sequence: see `forward`'s `cache`."""
+        if not isinstance(cache, LLaDAKVCache) or cache.seq_length == 0:
+            raise ValueError(
+                "cache must be an LLaDAKVCache filled by a full forward with use_cache=True."
+            )
+        if cache_position is None:
+            raise ValueError("cache_position (the chunk's start) is required with a cache.")
+        if isinstance(cache_position, torch.Tensor):
+            cache_position = int(cache_position.reshape(-1)[0])
+        b, t = x.shape[:2]
+        start, end = int(cache_position), int(cache_position) + t
+        if start < 0 or end > cache.seq_length or b != cache.batch_size:
+            raise ValueError(
+                f"Chunk [{start}, {end}) of batch {b} does not fit the cache (length "
+                f"{cache.seq_length}, batch {cache.batch_size})."
+            )
+        attn_mask = cache.attn_mask
+        if attention_mask is not None:
+            if attention_mask.shape != (b, cache.seq_length):
+                raise ValueError(
+                    f"With a cache, attention_mask must be the whole sequence's [B, L] mask "
+                    f"{(b, cache.seq_length)}; got {tuple(attention_mask.shape)}."
+                )
+            attn_mask = key_padding_mask(attention_mask)
+        if attn_mask is not None and attn_mask.shape[-2] != 1:
+            attn_mask = attn_mask[..., start:end, :]  # a 4-D mask: the chunk's query rows
+        if position_ids is None:
+            position_ids = cache.position_ids[..., start:end]
+        return self._run_blocks(
+            x,
+            position_ids.to(x.device),
+            attn_mask,
+            cache,
+            start,
+            return_dict,
+            output_hidden_states,
+            logits_to_keep,
+        )
+
+    def _run_blocks(
+        self,
+        x: torch.Tensor,
+        position_ids: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        cache: LLaDAKVCache | None,
+        cache_position: int,
+        return_dict: bool | None,
+        output_hidden_states: bool | None,
+        logits_to_keep: int | slice | torch.Tensor,
+    ) -> LLaDAOutput | tuple[torch.Tensor, ...]:
+        """Blocks, final norm and LM head (the shared tail of full and cached forwards)."""
+        tr = self.model.transformer
+        cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
         hidden = [] if output_hidden_states else None
         for block in tr.blocks:
             if hidden is not None:
                 hidden.append(x)
-            x = block(x, cos, sin, attn_mask)
+            if cache is None:
+                x = block(x, cos, sin, attn_mask)
+            else:
+                x = block(x, cos, sin, attn_mask, cache=cache, cache_position=cache_position)
         if hidden is not None:
             hidden.append(x)
+        x = _keep_positions(x, logits_to_keep)
         x = tr.ln_f(x)
         logits = tr.ff_out(x) if "ff_out" in tr else F.linear(x, tr.wte.weight)
         hs = tuple(hidden) if hidden is not None else None
         if return_dict is False:
-            return (logits,) if hs is None else (logits, hs)
-        return LLaDAOutput(logits=logits, hidden_states=hs)
+            out: tuple[torch.Tensor, ...] = (logits,) if hs is None else (logits, hs)
+            return out if cache is None else (*out, cache)
+        return LLaDAOutput(logits=logits, hidden_states=hs, cache=cache)
+
+
+def _keep_positions(x: torch.Tensor, keep: int | slice | torch.Tensor) -> torch.Tensor:
+    """x [B, L, d] restricted to `logits_to_keep` (0 = all, N = the last N, slice, indices)."""
+    if isinstance(keep, slice):
+        return x[:, keep]
+    if isinstance(keep, torch.Tensor):
+        return x.index_select(1, keep.to(x.device))
+    if keep < 0:
+        raise ValueError(f"logits_to_keep must be >= 0; got {keep}.")
+    return x if keep == 0 else x[:, -keep:]
 
 
 __all__ = [
     "LLaDABlock",
+    "LLaDAKVCache",
     "LLaDAModel",
     "LLaDAModelLM",
     "LLaDAOutput",
