@@ -20,22 +20,26 @@ from typing import Any
 
 # Keys used as the x axis, in order of preference (the row index is the fallback).
 X_KEYS: tuple[str, ...] = ("step", "global_step", "optimizer_step", "iteration")
-# Keys never plotted: bookkeeping, not curves.
+# Keys never plotted: bookkeeping, not curves (exact names, and patterns on the lower-cased key).
 SKIP_KEYS: frozenset[str] = frozenset(
     {*X_KEYS, "epoch_step", "seed", "timestamp", "time", "wall_time", "rank"}
 )
-# Figure groups: (file stem, title, predicate on the lower-cased key). First match wins.
-GROUPS: tuple[tuple[str, str, str], ...] = (
-    ("reward", "Reward (total and per component)", r"(^|/)rewards?([/_.]|$)"),
-    ("accuracy", "Accuracy", r"acc(uracy)?|solved|correct"),
-    ("kl", "KL to the reference policy", r"(^|[/_.])kl([/_.]|$)"),
-    ("completion_length", "Completion length (tokens)", r"length|(^|[/_.])len([/_.]|$)"),
-    ("clip_fraction", "Clip fraction", r"clip"),
-    ("loss", "Loss", r"loss"),
-    ("lr", "Learning rate", r"(^|[/_.])lr([/_.]|$)|learning_rate"),
-    ("grad_norm", "Gradient norm", r"grad_?norm"),
-    ("advantage", "Advantages", r"advantage"),
-    ("throughput", "Throughput and time", r"tokens_per_s|per_s(ec)?$|seconds|_s$|sec"),
+SKIP_PATTERN = r"inner_iteration|generation_batch$|(^|/)epoch$|examples_seen|tokens_seen"
+# Figure groups: (file stem, title, regex on the lower-cased key, log-scale y). First match wins.
+GROUPS: tuple[tuple[str, str, str, bool], ...] = (
+    ("reward_spread", "Reward spread (std)", r"rewards?([/_.].*)?_std$|reward_group_std", False),
+    ("reward", "Reward (total and per component)", r"(^|/)rewards?([/_.]|$)", False),
+    ("accuracy", "Accuracy", r"acc(uracy)?|solved|correct", False),
+    ("kl", "KL to the reference policy", r"(^|[/_.])kl([/_.]|$)", False),
+    ("completion_length", "Completion length (tokens)", r"length|(^|[/_.])len([/_.]|$)", False),
+    ("clip_fraction", "Clip fraction", r"clip", False),
+    ("ratio", "Importance ratio", r"(^|/)ratio/", False),
+    ("loss", "Loss", r"loss|masked_ce|(^|/)ce$", False),
+    ("lr", "Learning rate", r"(^|[/_.])lr([/_.]|$)|learning_rate", False),
+    ("grad_norm", "Gradient norm", r"grad_?norm", False),
+    ("advantage", "Advantages", r"advantage", False),
+    ("compute", "Compute so far (counts)", r"^compute/", True),
+    ("time", "Time and throughput", r"^time/|tokens_per_s|seconds", False),
 )
 
 
@@ -112,7 +116,7 @@ def numeric_series(
         if not _is_number(x):
             continue
         for k, v in r.items():
-            if k in SKIP_KEYS or not _is_number(v):
+            if k in SKIP_KEYS or not _is_number(v) or re.search(SKIP_PATTERN, k.lower()):
                 continue
             xs, ys = series.setdefault(k, ([], []))
             xs.append(float(x))
@@ -125,7 +129,7 @@ def group_keys(keys: Iterable[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for key in sorted(keys):
         low = key.lower()
-        for stem, _title, pattern in GROUPS:
+        for stem, _title, pattern, _log in GROUPS:
             if re.search(pattern, low):
                 groups.setdefault(stem, []).append(key)
                 break
@@ -152,6 +156,7 @@ def plot_group(
     title: str,
     x_key: str,
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    log_y: bool = False,
 ) -> Path:
     """One PNG with every series of a group; noisy series (> 20 points) get a smoothed line."""
     import matplotlib
@@ -170,6 +175,8 @@ def plot_group(
                 ax.plot(xs, ys, marker="o", markersize=3, label=key)
         ax.set_title(title)
         ax.set_xlabel(x_key)
+        if log_y and all(min(ys) > 0 for _, ys in series.values()):
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
@@ -246,13 +253,15 @@ def write_report(
         if not series:
             md += ["No numeric metrics found.", ""]
             continue
-        titles = {stem: t for stem, t, _ in GROUPS}
+        titles = {stem: (t, log) for stem, t, _, log in GROUPS}
         for stem, keys in group_keys(series).items():
+            title_, log_y = titles.get(stem, (stem, False))
             png = plot_group(
                 out / f"{prefix}{stem}.png",
-                titles.get(stem, stem),
+                title_,
                 x_key,
                 {k: series[k] for k in keys},
+                log_y=log_y,
             )
             result.figures[f"{prefix}{stem}"] = png
             md += [f"![{stem}]({png.name})", ""]
