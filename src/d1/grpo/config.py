@@ -121,7 +121,7 @@ class GRPOSection:
         logprob_chunk_size: sequences per no-grad forward for old/reference log-probs (null: the
             micro-batch size).
         log_completions_steps: write sample completions with their rewards to
-            `completions.jsonl` every this many optimizer steps (0: never).
+            `samples.jsonl` every this many optimizer steps (0: never).
         num_completions_to_log: completions written each time.
     """
 

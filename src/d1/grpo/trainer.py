@@ -16,7 +16,7 @@ ratio statistics, gradient norm, learning rate, seconds per phase, compute so fa
 forward and backward passes, tokens); with each new generation batch: reward mean/std overall,
 per task and per reward component, accuracy per task (the task's evaluation scorer), completion
 length, zero-std group fraction and the share of non-zero advantages (healthy: 0.9-1.0).
-Sample completions with their rewards go to `completions.jsonl` every `log_completions_steps`.
+Sample completions with their rewards go to `samples.jsonl` every `log_completions_steps`.
 
 Checkpoints (`checkpoints/checkpoint-{step}`) hold the adapter or full weights, optimizer,
 schedule, RNG states, the prompt stream's position, the compute counters and, mid generation
@@ -323,6 +323,8 @@ def train_grpo(
     if cfg.lora is None and gcfg.beta > 0:
         # Full fine-tuning: the reference is a frozen copy of the initial policy.
         frozen = copy.deepcopy(run.model).eval().requires_grad_(False)
+        if device.type == "cuda" and acc.mixed_precision == "bf16":
+            frozen = frozen.to(torch.bfloat16)  # it only ever runs under bf16 autocast
     run.setup_optimization(max_steps)
     model = run.model
     policy = run.unwrapped_model()
