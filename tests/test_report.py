@@ -37,6 +37,8 @@ def test_report_writes_pngs_and_markdown(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     _write_metrics(run / "metrics.jsonl")
+    sample = {"step": 30, "reward": 1.0, "completion": "<answer>\n" + "1234" * 20 + "\n</answer>"}
+    (run / "samples.jsonl").write_text(json.dumps(sample) + "\n")
     res = write_report(run)
     assert res.markdown == run / "report" / "report.md"
     assert res.n_rows == 33
@@ -51,6 +53,8 @@ def test_report_writes_pngs_and_markdown(tmp_path: Path) -> None:
     assert "| reward/correctness | 30 | 0.06667 | 2 |" in md
     assert "| eval/accuracy | 3 | 0.6 | 0.8 |" in md
     assert "phase" not in md
+    assert "## Sample completions (last 1 of `samples.jsonl`)" in md
+    assert "step: 30, reward: 1.0" in md and "1234" * 20 in md
 
 
 def test_series_and_grouping(tmp_path: Path) -> None:

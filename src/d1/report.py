@@ -210,19 +210,22 @@ def metrics_table(series: Mapping[str, tuple[Sequence[float], Sequence[float]]])
 
 
 def _sample_completions(run_dir: Path, limit: int = 3) -> str:
-    """The last few logged samples (`samples*.jsonl` in the run dir), when a trainer wrote any."""
-    files = sorted(run_dir.glob("*sample*.jsonl"))
+    """The last few logged samples (`*sample*.jsonl` / `completions.jsonl` in the run folder)."""
+    files = sorted([*run_dir.glob("*sample*.jsonl"), *run_dir.glob("completions.jsonl")])
     if not files:
         return ""
-    lines = files[-1].read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(ln) for ln in lines[-limit:] if ln.strip()]
+    lines = [ln for ln in files[-1].read_text(encoding="utf-8").splitlines() if ln.strip()]
+    rows = [json.loads(ln) for ln in lines[-limit:]]
     out = [f"## Sample completions (last {len(rows)} of `{files[-1].name}`)", ""]
     for r in rows:
-        meta = {k: v for k, v in r.items() if not isinstance(v, str) or len(v) < 60}
-        texts = {k: v for k, v in r.items() if isinstance(v, str) and len(v) >= 60}
-        out.append(f"- {json.dumps(meta, ensure_ascii=False)}")
-        for k, v in texts.items():
-            out.append(f"\n  {k}:\n\n  ```\n  {v.strip()[:1500]}\n  ```")
+        short = {k: v for k, v in r.items() if not isinstance(v, str) or len(v) < 60}
+        long = {k: v for k, v in r.items() if isinstance(v, str) and len(v) >= 60}
+        out.append(
+            "- " + ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in short.items())
+        )
+        for k, v in long.items():
+            out += ["", f"  {k}:", "", "```text", v.strip()[:1500], "```"]
+        out.append("")
     return "\n".join(out) + "\n"
 
 
