@@ -284,6 +284,62 @@ def generate_command(
     typer.echo(completion)
 
 
+@app.command("sft")
+def sft_command(
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value overrides, e.g. optim.learning_rate=1e-5 train.max_steps=100."
+    ),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="YAML run config, e.g. configs/sft/llada8b_s1k.yaml."
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Validate, print the resolved config and exit."
+    ),
+) -> None:
+    """Masked SFT (SPEC 3). Multi-GPU: accelerate launch [--config_file
+    configs/accelerate/NAME.yaml] -m d1.cli sft --config ..."""
+    from d1.config import ConfigError, dump_config, load_config
+    from d1.sft import SFTConfig
+
+    try:
+        cfg = load_config(SFTConfig, config, overrides or [])
+    except ConfigError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if print_config:
+        typer.echo(dump_config(cfg), nl=False)
+        return
+    import logging
+
+    from d1.sft import train_sft
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_dir = train_sft(cfg)
+    except (ConfigError, FileExistsError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"SFT run finished: {run_dir}")
+
+
+@app.command("merge")
+def merge_command(
+    adapter_dir: str = typer.Argument(..., help="A LoRA adapter folder (e.g. a checkpoint)."),
+    out_dir: str = typer.Argument(..., help="Where to write the merged full model."),
+    base: str | None = typer.Option(None, help="Base model (default: the adapter's own)."),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 (default: the base's)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing OUT_DIR."),
+) -> None:
+    """Merge a LoRA adapter into its base: a full model loadable with from_pretrained."""
+    from d1.merge import merge_adapter
+
+    try:
+        out = merge_adapter(adapter_dir, out_dir, base=base, dtype=dtype, overwrite=overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"Merged model written to {out}")
+
+
 @app.command("grpo")
 def grpo_command(
     overrides: list[str] | None = typer.Argument(

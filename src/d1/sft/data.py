@@ -181,11 +181,8 @@ def tokenize_examples(
     if len(prompts) != len(examples):
         raise ValueError("prompts and examples must have the same length.")
     end_ids = end_token_ids(tokenizer)
-    items: list[SFTItem] = []
-    kept: list[int] = []
-    dropped: list[str] = []
-    longest = 0
-    for k, (ex, prompt) in enumerate(zip(examples, prompts, strict=True)):
+    responses = []
+    for k, ex in enumerate(examples):
         if ex.response is None:
             raise ValueError(
                 f"example {ex.id!r} has no `response` demonstration; masked SFT needs one."
@@ -199,9 +196,21 @@ def tokenize_examples(
                     "but the demonstration does not start with it."
                 )
             response = response[len(prefix) :]
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        ids = list(prompt_ids) + list(response_ids) + end_ids
+        responses.append(response)
+    # One batched call per side (fast tokenizers encode lists in parallel).
+    all_prompt_ids = (
+        tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    )
+    all_response_ids = (
+        tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+    )
+    items: list[SFTItem] = []
+    kept: list[int] = []
+    dropped: list[str] = []
+    longest = 0
+    for k, ex in enumerate(examples):
+        prompt_ids = all_prompt_ids[k]
+        ids = list(prompt_ids) + list(all_response_ids[k]) + end_ids
         longest = max(longest, len(ids))
         if len(ids) > max_length:
             dropped.append(ex.id)

@@ -204,6 +204,7 @@ def _run_sft(run: TrainingRun, cfg: SFTConfig) -> Path:
     acc = run.accelerator
     tcfg = cfg.train
     grad_accum = resolve_accumulation(cfg, acc.num_processes)
+    run.check_accumulation(grad_accum)
 
     data = build_sft_data(cfg.data, run.tokenizer, seed=tcfg.seed)
     collator = SFTCollator(run.spec.eos_token_id, cfg.data.max_length, cfg.data.pad_to)

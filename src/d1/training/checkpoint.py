@@ -215,12 +215,12 @@ def write_checkpoint(
     generators = generators or {}
     save_model_weights(accelerator, model, path)
     if _is_sharded(accelerator):
+        # Sharded model/optimizer states: accelerate writes (and later reads) every shard.
         accelerator.save_state(str(path / "accelerate_state"))
-    elif accelerator.is_main_process:
-        if optimizer is not None:
-            _save_torch(optimizer.state_dict(), path / "optimizer.pt")
-        if scheduler is not None:
-            _save_torch(scheduler.state_dict(), path / "scheduler.pt")
+    elif accelerator.is_main_process and optimizer is not None:
+        _save_torch(optimizer.state_dict(), path / "optimizer.pt")
+    if accelerator.is_main_process and scheduler is not None:
+        _save_torch(scheduler.state_dict(), path / "scheduler.pt")
     _save_torch(_rng_state(generators), path / f"rng_state_{accelerator.process_index}.pt")
     if accelerator.is_main_process:
         if tokenizer is not None:
@@ -251,8 +251,8 @@ def load_checkpoint(
             optimizer.load_state_dict(
                 torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
             )
-        if scheduler is not None:
-            scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     if not rng_file.is_file():
         raise FileNotFoundError(

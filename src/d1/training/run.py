@@ -157,6 +157,19 @@ class TrainingRun:
         self.model, self.optimizer = prepared[0], prepared[1]
         return tuple(prepared[2:])
 
+    def check_accumulation(self, steps: int) -> None:
+        """Refuse gradient accumulation where the toolkit's explicit accumulation is wrong:
+        DeepSpeed steps its optimizer inside `backward` (accelerate's gradient-accumulation
+        counter stays at 1 here), so it needs one micro-batch per optimizer step."""
+        from accelerate.utils import DistributedType
+
+        if steps > 1 and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise ValueError(
+                f"DeepSpeed runs need gradient_accumulation_steps == 1 (got {steps}): raise "
+                "train.per_device_batch_size or the number of processes, or use DDP / FSDP "
+                "(configs/accelerate/multi_gpu_ddp.yaml, fsdp.yaml) for accumulation."
+            )
+
     def resume(self) -> bool:
         """Restore the checkpoint `train.resume_from` names ("auto": the latest, if any)."""
         which = self.train_cfg.resume_from

@@ -1,0 +1,97 @@
+"""Two CPU processes through `accelerate launch` (gloo) train exactly like one process with
+the same global batch: same examples, same masks (keyed by example), averaged gradients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from d1.sft import train_sft
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def common(tmp_path: Path, data: Path) -> list[str]:
+    return [
+        "model.name_or_path=tiny-xs",
+        "data.format=prompt_response",
+        f"data.path={data}",
+        "data.max_length=40",
+        "data.validation_size=4",
+        "data.system_prompt=false",
+        "lora=null",
+        "global_batch_size=2",
+        "train.max_steps=2",
+        "train.eval_steps=null",
+        "train.logging_steps=1",
+        f"train.output_dir={tmp_path}",
+        "train.report_to=none",
+        "train.num_threads=1",
+        "optim.learning_rate=1e-2",
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    data = tmp_path / "pr.jsonl"
+    rows = [{"prompt": f"q{i:02d}", "response": f"ans {i * 7 % 13}!"} for i in range(24)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    launcher = Path(sys.executable).parent / "accelerate"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [
+        str(launcher),
+        "launch",
+        "--config_file",
+        str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "d1.cli",
+        "sft",
+        *common(tmp_path, data),
+        "train.run_name=two",
+        "train.per_device_batch_size=1",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    one = train_sft(
+        None, [*common(tmp_path, data), "train.run_name=one", "train.per_device_batch_size=2"]
+    )
+
+    two = tmp_path / "two"
+    ckpt_two, ckpt_one = two / "checkpoints" / "checkpoint-2", one / "checkpoints" / "checkpoint-2"
+    # Each process saved its own RNG state; only the main process logged.
+    assert (ckpt_two / "rng_state_0.pt").is_file() and (ckpt_two / "rng_state_1.pt").is_file()
+    rows_two = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    rows_one = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_two] == [r["step"] for r in rows_one]
+    for a, b in zip(rows_two, rows_one, strict=True):
+        for key in ("train/loss", "train/grad_norm", "eval/loss"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    # The parameters after two optimizer steps agree (up to float reduction order).
+    wa, wb = load_file(ckpt_two / "model.safetensors"), load_file(ckpt_one / "model.safetensors")
+    assert wa.keys() == wb.keys() and wa
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5)
