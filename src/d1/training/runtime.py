@@ -138,7 +138,13 @@ def load_for_training(
     model = loaded.model
     if model_cfg.gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant checkpointing needs no input gradients (frozen embeddings under LoRA).
+        # transformers 5 renamed the method; the old name still works but warns.
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if hasattr(base.config, "use_cache"):
             base.config.use_cache = False
     model.train()
