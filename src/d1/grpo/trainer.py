@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,6 @@ from d1.grpo.update import (
     prepare_policy_batch,
 )
 from d1.sampling import SamplerConfig
-from d1.training.checkpoint import write_checkpoint
 from d1.training.data import keyed_generator
 from d1.training.run import TrainingRun
 
@@ -75,37 +73,6 @@ class GRPOResult:
 
 
 # ----------------------------------------------------------------------------- setup
-
-
-class _GRPORun(TrainingRun):
-    """`TrainingRun` whose checkpoints also hold the current generation batch (mid-batch
-    resume). The toolkit's `save` has no hook for extra files; this override adds one."""
-
-    before_save: Callable[[], None] | None = None
-    extra_writer: Callable[[Path], None] | None = None
-
-    def save(self, metric: float | None = None) -> Path:
-        if self.before_save is not None:
-            self.before_save()  # e.g. counters into `state.extra`, before it is serialised
-
-        def write(tmp: Path) -> None:
-            write_checkpoint(
-                tmp,
-                accelerator=self.accelerator,
-                model=self.model,
-                tokenizer=self.tokenizer,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                state=self.state,
-                generators=self.generators,
-                config=self.config,
-            )
-            if self.extra_writer is not None:
-                self.extra_writer(tmp)
-
-        path = self.checkpoints.save(self.state.step, write, metric=metric, state=self.state)
-        self._last_saved_step = self.state.step
-        return path
 
 
 def _load_tasks(cfg: GRPOConfig) -> list[tuple[str, Any, list, float]]:
@@ -303,16 +270,23 @@ def train_grpo(
         cfg = config
     else:
         cfg = load_config(GRPOConfig, config, list(overrides))
-    gcfg, tcfg = cfg.grpo, cfg.train
     # Tasks first: a data problem should fail before a model is loaded.
     pools = _load_tasks(cfg)
-    run = _GRPORun(
-        cfg, train=tcfg, optim=cfg.optim, model_cfg=cfg.model, lora=cfg.lora, command="grpo"
+    run = TrainingRun(
+        cfg, train=cfg.train, optim=cfg.optim, model_cfg=cfg.model, lora=cfg.lora, command="grpo"
     )
+    with run:  # the run's global-RNG scope (LoRA dropout), restored on exit
+        return _run_grpo(run, cfg, pools)
+
+
+def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
+    """The diffu-GRPO loop inside the run's RNG scope (see `train_grpo`)."""
+    gcfg, tcfg = cfg.grpo, cfg.train
     acc = run.accelerator
     device = acc.device
     world, rank = acc.num_processes, acc.process_index
     ga = cfg.gradient_accumulation_steps(world)
+    run.check_accumulation(ga)
     per_device = tcfg.per_device_batch_size
     g_size = gcfg.num_generations
     prompts_per_process = per_device * ga // g_size
