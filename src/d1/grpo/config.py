@@ -191,9 +191,8 @@ class GRPOSection:
             raise ConfigError.keyed(problems)
 
 
-# Section classes with the paper's defaults as *class* defaults: the config loader builds a
-# partially given section (`optim.learning_rate=1e-5`) from its class, so defaults set only in
-# GRPOConfig's default_factory would be lost for the keys not given.
+# The shared sections with diffu-GRPO's paper defaults as *class* defaults, so that the section
+# types themselves document (and, built on their own, give) the paper's values.
 
 
 @dataclass
