@@ -378,5 +378,34 @@ def grpo_command(
     typer.echo(f"diffu-GRPO run finished at step {result.step}: {result.run_dir}")
 
 
+@app.command("demo")
+def demo_command(
+    overrides: list[str] = typer.Argument(
+        None, help="KEY=VALUE overrides of the demo config (e.g. grpo_steps=64)."
+    ),
+    seeds: str | None = typer.Option(None, help="Comma-separated seeds (default: 0,1,2)."),
+    quick: bool = typer.Option(False, "--quick", help="Sub-minute smoke run (does not learn)."),
+    out: str | None = typer.Option(None, help="Output folder (default: demo_out)."),
+    config: str | None = typer.Option(None, help="YAML file of demo settings (configs/demo/)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """The whole recipe on a laptop CPU: tiny LLaDA, masked SFT, diffu-GRPO, honest evaluation."""
+    from d1.config import ConfigError
+    from d1.demo import load_demo_config, run_demo
+
+    try:
+        cfg = load_demo_config(
+            quick=quick,
+            path=config,
+            overrides=overrides or [],
+            seeds=_csv_list(seeds, int) if seeds else None,
+            out=out,
+            progress=progress,
+        )
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+    run_demo(cfg)
+
+
 if __name__ == "__main__":
     app()

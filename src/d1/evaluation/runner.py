@@ -494,13 +494,14 @@ def _stable_hash(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") & ((1 << 63) - 1)
 
 
-def _jsonable(x: Any) -> Any:
+def to_jsonable(x: Any) -> Any:
+    """A JSON-safe copy: NaN / inf become null, tuples lists, unknown objects strings."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [to_jsonable(v) for v in x]
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     return str(x)
@@ -519,7 +520,7 @@ def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> P
         path = gen_dir / f"{r.task}_len{r.gen_length}_seed{r.seed}.jsonl"
         with path.open("w", encoding="utf-8") as f:
             for g in r.generations:
-                f.write(json.dumps(_jsonable(asdict(g)), ensure_ascii=False) + "\n")
+                f.write(json.dumps(to_jsonable(asdict(g)), ensure_ascii=False) + "\n")
     meta = {
         "config": asdict(result.config),
         "seeds_run": list(result.config.run_seeds()),
@@ -529,7 +530,7 @@ def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> P
             "python": platform.python_version(),
         },
     }
-    (out / "config.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
     runs = [
         {
             "task": r.task,
@@ -543,7 +544,7 @@ def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> P
         for r in result.runs
     ]
     summary = {"summary": result.summary, "runs": runs, **meta}
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
     (out / "summary.md").write_text(summary_markdown(result.summary, result.config, title))
     return out
 

@@ -1,0 +1,119 @@
+"""`d1 demo` (d1.demo): data design, summaries, and the quick run end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from d1.demo import DemoConfig, load_demo_config, make_data, summarize_demo
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_data_easy_sft_hard_rl_disjoint_splits(tmp_path: Path) -> None:
+    cfg = DemoConfig(
+        sft_train_size=40, rl_train_size=20, validation_size=10, test_size=10, sft_blanks=[2, 3]
+    )
+    paths = make_data(cfg, tmp_path)
+    sets = {k: _rows(p) for k, p in paths.items()}
+    assert {k: len(v) for k, v in sets.items()} == {
+        "sft_train": 40,
+        "rl_train": 20,
+        "validation": 10,
+        "test": 10,
+    }
+    for r in sets["sft_train"]:
+        assert 2 <= r["Puzzle"].count("0") <= 3
+        # Answer-only demonstration: the empty reasoning block, then the solution.
+        assert r["response"] == f"<reasoning>\n</reasoning>\n<answer>\n{r['Solution']}\n</answer>"
+    for name in ("rl_train", "validation", "test"):
+        assert "response" not in sets[name][0]  # no demonstrations for the hard sets
+        assert all(8 <= r["Puzzle"].count("0") <= 10 for r in sets[name])
+    puzzles = {k: {r["Puzzle"] for r in v} for k, v in sets.items()}
+    names = list(puzzles)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not puzzles[a] & puzzles[b], (a, b)
+
+
+def test_summarize_demo_paired_difference_by_hand() -> None:
+    scores = {
+        0: {
+            "base": {"accuracy": 0.25, "solved": 0.0},
+            "sft": {"accuracy": 0.5, "solved": 0.1},
+            "grpo": {"accuracy": 0.6, "solved": 0.2},
+        },
+        1: {
+            "base": {"accuracy": 0.25, "solved": 0.0},
+            "sft": {"accuracy": 0.4, "solved": 0.1},
+            "grpo": {"accuracy": 0.56, "solved": 0.1},
+        },
+    }
+    summary, diff = summarize_demo(scores)
+    assert summary["sft"]["accuracy"].mean == pytest.approx(0.45)
+    assert summary["sft"]["accuracy"].std == pytest.approx(math.sqrt(0.005))  # (0.05^2*2)/1
+    # Paired differences 0.10 and 0.16: mean 0.13, std sqrt(0.0018) = 0.042426.
+    assert diff["accuracy"].mean == pytest.approx(0.13)
+    assert diff["accuracy"].std == pytest.approx(0.0424264, abs=1e-6)
+    assert diff["accuracy"].ci_method == "t-seeds"
+
+
+def test_load_demo_config_layers_and_errors(tmp_path: Path) -> None:
+    from d1.config import ConfigError
+
+    y = tmp_path / "d.yaml"
+    y.write_text("grpo_steps: 7\nsft_blanks: [3, 4]\n")
+    cfg = load_demo_config(path=y, overrides=["sft_steps=11"], seeds=[4, 5], out="x")
+    assert (cfg.grpo_steps, cfg.sft_steps, cfg.sft_blanks, cfg.seeds, cfg.out) == (
+        7,
+        11,
+        [3, 4],
+        [4, 5],
+        "x",
+    )
+    assert load_demo_config(quick=True).model == "tiny-xs"
+    with pytest.raises(ConfigError, match="grpo_step"):
+        load_demo_config(overrides=["grpo_step=3"])
+    with pytest.raises(ConfigError, match="hard_blanks"):
+        load_demo_config(overrides=["hard_blanks=[9, 13]"])
+
+
+def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from d1.cli import app
+
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rep = out / "report"
+    summary = json.loads((rep / "summary.json").read_text())
+    assert set(summary["scores"]["0"]) == {"base", "sft", "grpo"}
+    for stage in ("base", "sft", "grpo"):
+        assert 0.0 <= summary["scores"]["0"][stage]["accuracy"] <= 1.0
+    md = (rep / "summary.md").read_text()
+    assert "| SFT + diffu-GRPO (hard, rewards only) |" in md
+    for name in ("configs/demo.yaml", "configs/sft_seed0.yaml", "configs/grpo_seed0.yaml"):
+        assert (rep / name).is_file(), name
+    for name in ("metrics/sft_seed0.jsonl", "metrics/grpo_seed0.jsonl"):
+        assert (rep / name).stat().st_size > 0, name
+    assert (rep / "sft_loss.png").is_file() and (rep / "grpo_reward.png").is_file()
+    assert (rep / "curves" / "grpo_seed0" / "report.md").is_file()
+    # Every stage was evaluated on the same test puzzles.
+    ids = {
+        stage: [
+            json.loads(x)["id"]
+            for x in (
+                out / "seed0" / "eval" / stage / "generations" / "sudoku_len64_seed0.jsonl"
+            ).open()
+        ]
+        for stage in ("base", "sft", "grpo")
+    }
+    assert ids["base"] == ids["sft"] == ids["grpo"] and len(ids["base"]) == 6
