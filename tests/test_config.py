@@ -77,6 +77,13 @@ def test_literal_and_bool_checked():
         load_config(Outer, None, ["required_path=x", "flag=1"])
 
 
+def test_yaml_boolean_words_map_to_literal_options():
+    # YAML 1.1 parses `no` / `on` / `off` as booleans; Literal fields take them back.
+    cfg = load_config(SFTConfig, None, ["train.mixed_precision=no", "train.progress=off"])
+    assert (cfg.train.mixed_precision, cfg.train.progress) == ("no", "off")
+    assert load_config(SFTConfig, None, ["train.progress=on"]).train.progress == "on"
+
+
 def test_missing_required_and_several_problems_reported_together():
     with pytest.raises(ConfigError) as e:
         load_config(Outer, None, ["inner.steps=x", "inner.nope=1"])

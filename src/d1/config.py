@@ -134,6 +134,10 @@ class _Mismatch(Exception):
     """Internal: a value does not fit a type (message says why)."""
 
 
+_YAML_TRUE = frozenset({"y", "yes", "on", "true"})
+_YAML_FALSE = frozenset({"n", "no", "off", "false"})
+
+
 def _field_default(base: Any, f: dataclasses.Field) -> Any:
     """The current value of field `f`: from `base` when given, else the field's default."""
     if base is not None:
@@ -232,9 +236,14 @@ class _Builder:
                     continue
             raise _Mismatch(f"expected {_type_name(tp)}, got {value!r}.")
         if origin is Literal:
-            if value in args and not (
-                isinstance(value, bool) and not any(a is value for a in args)
-            ):
+            if isinstance(value, bool) and not any(a is value for a in args):
+                # YAML 1.1 reads on/off/yes/no as booleans: map back to a matching option
+                # (e.g. mixed_precision: no, progress: off).
+                words = _YAML_TRUE if value else _YAML_FALSE
+                matches = [a for a in args if isinstance(a, str) and a.lower() in words]
+                if len(matches) == 1:
+                    return matches[0]
+            elif value in args:
                 return value
             raise _Mismatch(f"must be one of {', '.join(repr(a) for a in args)}; got {value!r}.")
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
