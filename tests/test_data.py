@@ -184,3 +184,20 @@ def test_limit_examples_and_row_id() -> None:
     with pytest.raises(ValueError):
         limit_examples(items, -1)
     assert row_id("gsm8k/test", 17) == "gsm8k/test/17"
+
+
+def test_hold_out_train_and_validation_partition_the_pool():
+    from d1.tasks.data import hold_out
+
+    pool = [Example(id=str(i), question=f"q{i}", answer=str(i)) for i in range(20)]
+    train = hold_out(pool, "train", 5, seed=3)
+    validation = hold_out(pool, "validation", 5, seed=3)
+    assert len(validation) == 5 and len(train) == 15
+    assert {e.id for e in train} | {e.id for e in validation} == {e.id for e in pool}
+    assert not {e.id for e in train} & {e.id for e in validation}
+    assert len(hold_out(pool, "validation", 0.25, seed=3)) == 5
+    assert hold_out(pool, "train", 0) == pool
+    with pytest.raises(ValueError, match="no validation split"):
+        hold_out(pool, "validation", 0)
+    with pytest.raises(ValueError, match="split must be"):
+        hold_out(pool, "test", 5)

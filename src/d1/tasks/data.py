@@ -227,6 +227,31 @@ def split_train_validation(
     return train, validation
 
 
+def hold_out(
+    examples: Sequence[Example], split: str, validation_size: int | float, *, seed: int = 0
+) -> list[Example]:
+    """The "train" or "validation" part of a training pool (`split_train_validation`).
+
+    `validation_size` is a count (int) or a fraction (float) of the pool; 0 keeps the whole
+    pool for training (d1's setting) and then asking for "validation" is an error.
+    """
+    if split not in ("train", "validation"):
+        raise ValueError(
+            f"hold_out splits a training pool: split must be 'train' or 'validation', got {split!r}."
+        )
+    if not validation_size:
+        if split == "validation":
+            raise ValueError("validation_size=0: there is no validation split.")
+        return list(examples)
+    kw: dict[str, Any] = (
+        {"validation_fraction": float(validation_size)}
+        if isinstance(validation_size, float)
+        else {"validation_size": int(validation_size)}
+    )
+    train, validation = split_train_validation(examples, seed=seed, **kw)
+    return train if split == "train" else validation
+
+
 def limit_examples(items: Sequence[T], limit: int | None, *, seed: int | None = None) -> list[T]:
     """At most `limit` items: the first ones, or (with `seed`) a seeded random sample kept in
     input order. `limit=None` keeps everything."""
@@ -248,6 +273,7 @@ def row_id(prefix: str, index: int) -> str:
 __all__ = [
     "LOCAL_SUFFIXES",
     "check_required",
+    "hold_out",
     "is_local_file",
     "limit_examples",
     "load_rows",

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
-from d1.tasks.data import limit_examples, load_rows, row_id, split_train_validation
+from d1.tasks.data import hold_out, limit_examples, load_rows, row_id
 from d1.tasks.formatting import (
     extract_answer_tag,
     last_boxed,
@@ -199,16 +199,8 @@ class MathTask(Task):
             source, hub_split, prefix = TRAIN_HUB_ID, "train", "math/train"
         rows = load_rows(source, split=hub_split, required=("problem",))
         examples = [self.example_from_row(r, row_id(prefix, i)) for i, r in enumerate(rows)]
-        if split != "test" and self.validation_size:
-            kw: dict[str, Any] = (
-                {"validation_fraction": float(self.validation_size)}
-                if isinstance(self.validation_size, float)
-                else {"validation_size": int(self.validation_size)}
-            )
-            train, validation = split_train_validation(examples, seed=seed, **kw)
-            examples = train if split == "train" else validation
-        elif split == "validation":
-            raise ValueError("validation_size=0: there is no validation split.")
+        if split != "test":
+            examples = hold_out(examples, split, self.validation_size, seed=seed)
         return limit_examples(examples, limit)
 
     # -- prompt ----------------------------------------------------------------------------
