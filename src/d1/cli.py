@@ -6,6 +6,9 @@ Each subcommand parses its options, then calls one function of the library. Heav
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 app = typer.Typer(
@@ -284,42 +287,50 @@ def generate_command(
     typer.echo(completion)
 
 
-@app.command("sft")
-def sft_command(
-    overrides: list[str] | None = typer.Argument(
-        None, help="key=value overrides, e.g. optim.learning_rate=1e-5 train.max_steps=100."
-    ),
-    config: str | None = typer.Option(
-        None, "--config", "-c", help="YAML run config, e.g. configs/sft/llada8b_s1k.yaml."
-    ),
-    print_config: bool = typer.Option(
-        False, "--print-config", help="Validate, print the resolved config and exit."
-    ),
-) -> None:
-    """Masked SFT (SPEC 3). Multi-GPU: accelerate launch [--config_file
-    configs/accelerate/NAME.yaml] -m d1.cli sft --config ..."""
-    from d1.config import ConfigError, dump_config, load_config
-    from d1.sft import SFTConfig
-
-    try:
-        cfg = load_config(SFTConfig, config, overrides or [])
-    except ConfigError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2) from None
-    if print_config:
-        typer.echo(dump_config(cfg), nl=False)
-        return
+def _run_training_command(
+    config_cls: type,
+    train: Callable[[Any], Any],
+    config: str | None,
+    overrides: list[str] | None,
+    print_config: bool,
+) -> Any:
+    """Shared body of `d1 sft` and `d1 grpo`: load and validate the config (errors exit 2
+    before any model loads), optionally print it, then train."""
     import logging
 
-    from d1.sft import train_sft
+    from d1.config import ConfigError, dump_config, load_config
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run_dir = train_sft(cfg)
+        cfg = load_config(config_cls, config, overrides or [])
+        if print_config:
+            typer.echo(dump_config(cfg), nl=False)
+            return None
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return train(cfg)
     except (ConfigError, FileExistsError) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"SFT run finished: {run_dir}")
+
+
+_OVERRIDES_HELP = "key=value overrides, e.g. optim.learning_rate=1e-5 train.max_steps=100."
+_PRINT_CONFIG_HELP = "Validate, print the resolved config and exit."
+
+
+@app.command("sft")
+def sft_command(
+    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="YAML run config, e.g. configs/sft/llada8b_s1k.yaml."
+    ),
+    print_config: bool = typer.Option(False, "--print-config", help=_PRINT_CONFIG_HELP),
+) -> None:
+    """Masked SFT (SPEC 3). Multi-GPU: accelerate launch [--config_file
+    configs/accelerate/NAME.yaml] -m d1.cli sft --config ..."""
+    from d1.sft import SFTConfig, train_sft
+
+    run_dir = _run_training_command(SFTConfig, train_sft, config, overrides, print_config)
+    if run_dir is not None:
+        typer.echo(f"SFT run finished: {run_dir}")
 
 
 @app.command("merge")
@@ -342,40 +353,20 @@ def merge_command(
 
 @app.command("grpo")
 def grpo_command(
-    overrides: list[str] | None = typer.Argument(
-        None, help="key=value overrides, e.g. grpo.num_iterations=8 train.max_steps=100."
-    ),
+    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP),
     config: str | None = typer.Option(
         None, "--config", "-c", help="YAML run config, e.g. configs/grpo/gsm8k.yaml."
     ),
-    print_config: bool = typer.Option(
-        False, "--print-config", help="Validate, print the resolved config and exit."
-    ),
+    print_config: bool = typer.Option(False, "--print-config", help=_PRINT_CONFIG_HELP),
 ) -> None:
     """diffu-GRPO (SPEC 4). Multi-GPU: accelerate launch [--config_file
     configs/accelerate/NAME.yaml] -m d1.cli grpo --config ..."""
-    from d1.config import ConfigError, dump_config, load_config
     from d1.grpo.config import GRPOConfig
-
-    try:
-        cfg = load_config(GRPOConfig, config, overrides or [])
-    except ConfigError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2) from None
-    if print_config:
-        typer.echo(dump_config(cfg), nl=False)
-        return
-    import logging
-
     from d1.grpo.trainer import train_grpo
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        result = train_grpo(cfg)
-    except (ConfigError, FileExistsError) as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"diffu-GRPO run finished at step {result.step}: {result.run_dir}")
+    result = _run_training_command(GRPOConfig, train_grpo, config, overrides, print_config)
+    if result is not None:
+        typer.echo(f"diffu-GRPO run finished at step {result.step}: {result.run_dir}")
 
 
 @app.command("demo")
