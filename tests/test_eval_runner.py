@@ -116,7 +116,7 @@ def test_parse_task_options() -> None:
 
     opts = parse_task_options(["sudoku.prompt_style=compact", "sudoku.blanks=[6, 10]", "x.n=3"])
     assert opts == {"sudoku": {"prompt_style": "compact", "blanks": [6, 10]}, "x": {"n": 3}}
-    with pytest.raises(ValueError, match="TASK.KEY=VALUE"):
+    with pytest.raises(ValueError, match=r"TASK\.KEY=VALUE"):
         parse_task_options(["prompt_style=compact"])
 
 
