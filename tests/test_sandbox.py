@@ -658,6 +658,7 @@ def test_temporary_directory_is_removed_even_if_made_unwritable():
 
 def test_the_job_file_and_nonce_never_reach_the_candidate(monkeypatch):
     monkeypatch.setattr(sandbox.secrets, "token_hex", lambda n: "NONCE1234567890abcdef")
+    monkeypatch.setenv("D1_TEST_SECRET_TOKEN", "s3cret")  # must not reach the candidate
     code = src(
         """
         import os, sys
@@ -675,8 +676,12 @@ def test_the_job_file_and_nonce_never_reach_the_candidate(monkeypatch):
     assert "NONCE1234567890abcdef" not in r.stdout
     assert r.stdout.splitlines()[2] == "[]"  # the job file (tests, nonce) is already deleted
     assert "HOME" in r.stdout and os.environ.get("PATH", "") != ""
-    for key in os.environ:  # the parent's environment (tokens, keys) is not passed on
-        if key not in ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL"):
+    # The parent's environment (tokens, keys) is not passed on; the child gets only the
+    # sandbox's own fixed variables (whatever the parent's values of those are).
+    own = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL")
+    own += ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    for key in os.environ:
+        if key not in own:
             assert f"'{key}':" not in r.stdout
 
 
