@@ -10,45 +10,36 @@ Modes (SPEC 2 "Faster samplers"; `d1.sampling_fast`):
 Every mode uses d1's evaluation settings (block 32, steps = gen_length / 2, temperature 0).
 tokens/s = generated positions (batch x gen_length) per second of sampling; "calls" = model
 forwards per batch (the threshold modes adapt it); "speed-up" is against the reference in the
-same run. Timings are medians after a warm-up, with `--threads` intra-op threads (1 is fastest
-for tiny models on a busy CPU). The machine may be shared: numbers are noisy (~25 %).
+same run. Timings are medians of `--repeats` runs (after a warm-up when more than one), with
+`--threads` intra-op threads (1 is fastest for tiny models on a busy CPU). The machine may be
+shared with other jobs: numbers are noisy (often 25 %, more under load).
 
-Speed only, random prompts, a built-in or saved model (an untrained model is rarely confident,
-so threshold decoding rarely commits more than one token per step there):
+Speed only, random prompts, a built-in or saved model (an untrained model is never confident,
+so threshold decoding commits one token per step there: twice the reference's steps):
 
     .venv/bin/python benchmarks/sampling_fast.py --model tiny --gen-lengths 128,256,512
 
-Accuracy too, on a task checkpoint (e.g. from `d1 sft --config configs/sft/tiny_countdown.yaml`;
-the task options must match the ones it was trained with):
+Accuracy too, on a task checkpoint, e.g. after `d1 sft --config configs/sft/tiny_sudoku.yaml`
+(the task options must match the ones it was trained with; Sudoku's accuracy is d1's cell
+accuracy):
 
-    .venv/bin/python benchmarks/sampling_fast.py --model runs/tiny_countdown/checkpoints/best \\
-        --task countdown --task-options '{"prompt_style": "compact", "source": "generated",
-        "max_number": 20, "max_target": 30}' --split test --limit 256 --gen-lengths 128,256
+    .venv/bin/python benchmarks/sampling_fast.py \
+        --model runs/tiny_sudoku/checkpoints/checkpoint-400 --task sudoku \
+        --task-options '{"prompt_style": "compact", "demo_reasoning": false, "blanks": [4, 8]}' \
+        --split test --limit 256 --gen-lengths 128,256
 
 Accuracy rows also give "same": the share of completions identical to the reference's.
 `--profile MODE` prints the top operators of one call of that mode (where the time goes).
-
-A model that writes long answers, trainable on this CPU in minutes: `--train DIR` runs masked
-SFT (`d1.sft.train_sft`) of the built-in tiny model on `spell_digits` (below: spell a 6-20 digit
-number in words, after a reasoning line that lists the digits; answers of 60-200 characters whose
-word boundaries depend on the earlier words), then evaluate it with `--task spell_digits`:
-
-    .venv/bin/python benchmarks/sampling_fast.py --train /tmp/spell --train-steps 800
-    .venv/bin/python benchmarks/sampling_fast.py --model /tmp/spell/spell_digits/checkpoints/best \
-        --task spell_digits --limit 256 --gen-lengths 128,256,512
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,141 +48,8 @@ from rich.table import Table
 
 from d1.models import load_model
 from d1.sampling import SamplerConfig, sample
-from d1.tasks.base import Example, RewardFn, Score, Task
 
 MODES = ("reference", "prefix", "dual", "threshold", "both")
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-class SpellDigits(Task):
-    """Benchmark task with long solver-written answers: spell a number's digits in words.
-
-    Prompt "Spell: 4091", response "<reasoning>\n4 0 9 1\n</reasoning>\n<answer>\nfour zero
-    nine one\n</answer>". Correct = the answer text equals the gold words exactly; `details`
-    has the share of words right. Splits are generated from (seed, split) and never share a
-    number with the train split.
-    """
-
-    name = "spell_digits"
-
-    def __init__(
-        self,
-        min_digits: int = 6,
-        max_digits: int = 20,
-        train_size: int = 8000,
-        validation_size: int = 64,
-        test_size: int = 512,
-    ) -> None:
-        self.digits = (min_digits, max_digits)
-        self.sizes = {"train": train_size, "validation": validation_size, "test": test_size}
-
-    def _numbers(self, split: str, n: int, seed: int, exclude: set[str]) -> list[str]:
-        rng = random.Random(f"spell_digits:{seed}:{split}")
-        out: list[str] = []
-        seen = set(exclude)
-        while len(out) < n:
-            k = rng.randint(*self.digits)
-            number = "".join(rng.choice("0123456789") for _ in range(k))
-            if number not in seen:
-                seen.add(number)
-                out.append(number)
-        return out
-
-    def load(self, split="train", *, path=None, limit=None, seed=0) -> list[Example]:
-        if split not in self.sizes:
-            raise ValueError(f"Unknown split {split!r}; choose train, validation or test.")
-        exclude = (
-            set()
-            if split == "train"
-            else set(self._numbers("train", self.sizes["train"], seed, set()))
-        )
-        n = self.sizes[split] if limit is None else min(limit, self.sizes[split])
-        examples = []
-        for i, number in enumerate(self._numbers(split, n, seed, exclude)):
-            words = " ".join(DIGIT_WORDS[int(d)] for d in number)
-            response = (
-                f"<reasoning>\n{' '.join(number)}\n</reasoning>\n<answer>\n{words}\n</answer>"
-            )
-            examples.append(
-                Example(f"spell_digits/{seed}/{split}/{i}", f"Spell: {number}", words, {}, response)
-            )
-        return examples
-
-    def user_message(self, example: Example) -> str:
-        return example.question
-
-    @staticmethod
-    def _answer(completion: str) -> str | None:
-        if "<answer>" not in completion:
-            return None
-        return completion.rsplit("<answer>", 1)[1].split("</answer>", 1)[0].strip()
-
-    def score(self, completion: str, example: Example) -> Score:
-        parsed = self._answer(completion)
-        gold = example.answer.split()
-        words = (parsed or "").split()
-        right = sum(a == b for a, b in zip(words, gold, strict=False))
-        return Score(float(parsed == example.answer), parsed, {"word_accuracy": right / len(gold)})
-
-    def reward_functions(self) -> dict[str, RewardFn]:
-        def correct(completions, examples) -> list[float]:
-            return [self.score(c, e).correct for c, e in zip(completions, examples, strict=True)]
-
-        return {"correct": correct}
-
-
-def _register_spell_digits() -> None:
-    """Make "spell_digits" a registered task (for `train_sft` and `--task spell_digits`)."""
-    import d1.tasks
-
-    sys.modules.setdefault("sampling_fast_bench", sys.modules[__name__])
-    d1.tasks.register_task("spell_digits", "sampling_fast_bench:SpellDigits")
-
-
-def train_spell_model(out: str, steps: int) -> Path:
-    """Masked SFT of the built-in tiny LLaDA on `spell_digits` (full fine-tuning, CPU).
-
-    Resumes from the run folder's latest checkpoint when there is one, so a second call with
-    more steps continues training.
-    """
-    from d1.sft.trainer import train_sft
-
-    _register_spell_digits()
-    run_dir = train_sft(
-        None,
-        [
-            "model.name_or_path=tiny",
-            "lora=null",
-            "data.format=task",
-            "data.task=spell_digits",
-            "data.task_options={train_size: 8000, validation_size: 16}",
-            "data.max_length=256",
-            "data.validation_size=64",
-            "global_batch_size=16",
-            "train.per_device_batch_size=16",
-            f"train.max_steps={steps}",
-            f"train.eval_steps={max(1, steps // 4)}",
-            f"train.save_steps={max(1, steps // 4)}",
-            "train.save_total_limit=1",
-            "train.logging_steps=20",
-            f"train.output_dir={out}",
-            "train.run_name=spell_digits",
-            "train.resume_from=auto",  # a larger --train-steps continues an earlier run
-            "train.report_to=none",
-            f"train.num_threads={torch.get_num_threads()}",
-            "optim.learning_rate=3e-3",
-            "optim.lr_scheduler=constant_with_warmup",
-            "optim.warmup_steps=20",
-            "optim.weight_decay=0.0",
-            "optim.max_grad_norm=1.0",
-            "eval_generation.num_examples=16",
-            "eval_generation.gen_length=256",
-            "eval_generation.block_length=32",
-            "eval_generation.steps=128",
-            "eval_generation.batch_size=16",
-        ],
-    )
-    return Path(run_dir)
 
 
 def mode_config(mode: str, gen_length: int, threshold: float) -> SamplerConfig:
@@ -224,10 +82,11 @@ class CallCounter:
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median seconds of `fn()` over `repeats` runs after one warm-up, and its last result."""
-    result = fn()
+    """Median seconds of `fn()` over `repeats` runs (after one warm-up run when `repeats` > 1),
+    and its last result."""
+    result = fn() if repeats > 1 else None
     times = []
-    for _ in range(repeats):
+    for _ in range(max(1, repeats)):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
@@ -254,10 +113,10 @@ def speed_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Tabl
 
                 run = partial(sample, model, ids, attn, config=config, mask_id=mask_id)
                 secs, _ = timed(run, args.repeats)
-                calls = counter.calls / (args.repeats + 1)
+                calls = counter.calls / (max(1, args.repeats) + (args.repeats > 1))
                 counter.close()
                 base = secs if mode == "reference" else base
-                table.add_row(
+                row = (
                     str(gen_length),
                     str(batch),
                     mode,
@@ -266,6 +125,8 @@ def speed_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Tabl
                     f"{batch * gen_length / secs:,.0f}",
                     f"{base / secs:.1f}x" if base else "",
                 )
+                table.add_row(*row)
+                print(" | ".join(row), flush=True)  # progress, the table comes at the end
             table.add_section()
     return table
 
@@ -309,7 +170,7 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
             if ref_texts is not None:
                 agree = sum(a == b for a, b in zip(texts, ref_texts, strict=True))
                 same = f"{100.0 * agree / len(texts):.1f}%"
-            table.add_row(
+            row = (
                 str(gen_length),
                 mode,
                 f"{accuracy:.1f}",
@@ -319,6 +180,8 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
                 f"{len(prompts) * gen_length / secs:,.0f}",
                 f"{base / secs:.1f}x" if base else "",
             )
+            table.add_row(*row)
+            print(" | ".join(row), flush=True)  # progress, the table comes at the end
         table.add_section()
     return table
 
@@ -357,7 +220,7 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=64, help="speed table only")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--threshold", type=float, default=0.9, help="Fast-dLLM: 0.9")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (> 1: + a warm-up)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--task", default=None, help="accuracy on this task's examples")
     parser.add_argument("--task-options", default=None, help="JSON options of the task")
@@ -365,15 +228,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=256)
     parser.add_argument("--data-seed", type=int, default=42)
     parser.add_argument("--profile", default=None, help="print an operator profile of a mode")
-    parser.add_argument("--train", default=None, help="SFT a spell_digits model into this folder")
-    parser.add_argument("--train-steps", type=int, default=800)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _register_spell_digits()
-    if args.train:
-        run_dir = train_spell_model(args.train, args.train_steps)
-        print(f"Trained: {run_dir} (checkpoints/best is the lowest held-out loss).")
-        return
     args.gen_lengths = [int(v) for v in args.gen_lengths.split(",")]
     args.batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
