@@ -20,6 +20,15 @@ memory grows with mu; ours does not.
 
 `--demo` is the long version of the end-to-end test: briefly SFT the tiny model on a generated
 toy task, then diffu-GRPO, printing the reward per generation batch.
+
+Rollouts with the fast sampler (`d1.sampling_fast`: `--sampler fast`, `--cache`, `--threshold`)
+replace the reference sampler in every configuration. `--compare` runs each mu twice, reference
+rollouts then fast ones (same prompts, G, mu and seeds), and prints the step time split into
+rollout and update (old log-probs + forward + backward) with the fast rollouts' speed-up, e.g.
+with rollouts that dominate the step (d1's rollouts: gen 256, steps = gen / 2):
+
+    .venv/bin/python benchmarks/grpo_step.py --threads 1 --compare --cache dual \
+        --gen-length 256 --steps 128 --mus 1 4
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +111,9 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
         block_length=args.block_length,
         steps=args.steps,
         temperature=0.9,
+        sampler=args.sampler,
+        cache=args.cache if args.sampler == "fast" else None,
+        threshold=args.threshold if args.sampler == "fast" else None,
     )
     settings = UpdateSettings(
         num_iterations=mu,
@@ -112,13 +125,13 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     )
     # One extra, untimed generation batch first: warm-up (allocator, kernels, thread pools).
     items = _sudoku_items(args.prompts * (args.batches + 1))
-    totals = dict.fromkeys(("rollout", "old_logps", "forward", "backward"), 0.0)
-    steps = 0
+    per_batch = []  # seconds per optimizer step of each timed generation batch, by phase
     d1_old_peak = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for b in range(args.batches + 1):
         timed = b > 0
+        totals = dict.fromkeys(("rollout", "old_logps", "forward", "backward"), 0.0)
         _sync(device)
         t0 = time.perf_counter()
         gen = torch.Generator(device=device).manual_seed(b)
@@ -174,7 +187,9 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
             if timed:
                 totals["backward"] += spent["backward"]
                 totals["forward"] += total - spent["backward"]
-                steps += 1
+        if timed:
+            per_batch.append({f"{k}_s": v / mu for k, v in totals.items()})
+            per_batch[-1]["step_s"] = sum(totals.values()) / mu
         if args.d1_old and b == 0 and mu > 1:
             # The reference code: old log-probs of all mu masks in ONE forward of mu x batch.
             # CUDA: its own peak; CPU: it raises this worker's peak RSS.
@@ -192,8 +207,8 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
                 )
             if device.type == "cuda":
                 d1_old_peak = torch.cuda.max_memory_allocated(device) / 2**20
-    out = {f"{k}_s": v / steps for k, v in totals.items()}
-    out["step_s"] = sum(totals.values()) / steps
+    # Medians over the timed generation batches (the machine may be shared).
+    out = {k: statistics.median(b[k] for b in per_batch) for k in per_batch[0]}
     out["completions_per_batch"] = args.prompts * g
     if device.type == "cuda":
         out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -204,8 +219,11 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
-def run_config(args: argparse.Namespace, mu: int, d1_old: bool = False) -> dict[str, float]:
-    """Run `worker` in a fresh process (clean peak-memory numbers)."""
+def run_config(
+    args: argparse.Namespace, mu: int, d1_old: bool = False, sampler: str | None = None
+) -> dict[str, float]:
+    """Run `worker` in a fresh process (clean peak-memory numbers); `sampler` overrides
+    `args.sampler` (the fast sampler's cache and threshold come from `args`)."""
     cmd = [
         sys.executable,
         __file__,
@@ -232,13 +250,64 @@ def run_config(args: argparse.Namespace, mu: int, d1_old: bool = False) -> dict[
         str(args.block_length),
         "--steps",
         str(args.steps),
+        "--sampler",
+        sampler or args.sampler,
+        "--cache",
+        args.cache,
     ]
+    if args.threshold is not None:
+        cmd += ["--threshold", str(args.threshold)]
     if d1_old:
         cmd.append("--d1-old")
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"worker failed (mu={mu}):\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _setup(args: argparse.Namespace) -> str:
+    return (
+        f"{args.model} on {args.device} ({args.threads} threads): {args.prompts} prompts x G "
+        f"{args.num_generations}, micro-batch {args.micro_batch}, gen {args.gen_length} / block "
+        f"{args.block_length} / {args.steps} steps, temperature 0.9, beta 0.04"
+    )
+
+
+def _fast_label(args: argparse.Namespace) -> str:
+    threshold = "" if args.threshold is None else f", threshold {args.threshold}"
+    return f"fast ({args.cache} cache{threshold})"
+
+
+def compare_table(args: argparse.Namespace) -> None:
+    """Optimizer-step time with reference vs fast rollouts, per mu (same prompts and seeds)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"diffu-GRPO step, reference vs fast rollouts: {_setup(args)}")
+    for col in ("mu", "rollouts", "rollout s", "update s", "step s", "speed-up"):
+        t.add_column(col, justify="right")
+    for mu in args.mus:
+        base = None
+        for sampler in ("reference", "fast"):
+            r = run_config(args, mu, sampler=sampler)
+            update = r["old_logps_s"] + r["forward_s"] + r["backward_s"]
+            base = base or r["step_s"]
+            row = (
+                str(mu),
+                "reference" if sampler == "reference" else _fast_label(args),
+                f"{r['rollout_s']:.3f}",
+                f"{update:.3f}",
+                f"{r['step_s']:.3f}",
+                f"{base / r['step_s']:.2f}x",
+            )
+            t.add_row(*row)
+            print(" | ".join(row), flush=True)  # progress, the table comes at the end
+        t.add_section()
+    Console(width=160).print(t)
+    print(
+        "Seconds per optimizer step, medians over --batches generation batches after a warm-up "
+        "batch; rollout time is amortised over the mu steps that reuse it."
+    )
 
 
 def table(args: argparse.Namespace) -> None:
@@ -251,13 +320,8 @@ def table(args: argparse.Namespace) -> None:
         if args.d1_old and mu > 1:
             rows.append((f"{mu} (+d1 old)", run_config(args, mu, d1_old=True)))
     mem_label = "peak MiB (GPU)" if args.device.startswith("cuda") else "peak RSS MiB"
-    t = Table(
-        title=(
-            f"diffu-GRPO optimizer step, {args.model} on {args.device} ({args.threads} threads): "
-            f"{args.prompts} prompts x G {args.num_generations}, micro-batch {args.micro_batch}, "
-            f"gen {args.gen_length} / block {args.block_length} / {args.steps} steps, beta 0.04"
-        )
-    )
+    rollouts = "" if args.sampler == "reference" else f", {_fast_label(args)} rollouts"
+    t = Table(title=f"diffu-GRPO optimizer step, {_setup(args)}{rollouts}")
     for col in (
         "mu",
         "s / step",
@@ -282,8 +346,8 @@ def table(args: argparse.Namespace) -> None:
         )
     Console(width=160).print(t)
     print(
-        "Seconds are per optimizer step; rollout and old log-probs are paid once per generation "
-        "batch and amortised over its mu steps."
+        "Seconds are per optimizer step (medians over the timed generation batches); rollout and "
+        "old log-probs are paid once per generation batch and amortised over its mu steps."
     )
 
 
@@ -384,6 +448,10 @@ def main() -> None:
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--d1-old", action="store_true", help="also measure d1's giant old-logp pass")
+    p.add_argument("--sampler", default="reference", choices=["reference", "fast"])
+    p.add_argument("--cache", default="dual", choices=["none", "prefix", "dual"], help="fast")
+    p.add_argument("--threshold", type=float, default=None, help="fast: parallel decoding")
+    p.add_argument("--compare", action="store_true", help="reference vs fast rollouts per mu")
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -394,7 +462,7 @@ def main() -> None:
     if args.quick:
         args.model, args.mus, args.prompts, args.batches = "tiny-xs", [1, 4], 2, 1
         args.gen_length, args.block_length, args.steps = 32, 32, 8
-    table(args)
+    compare_table(args) if args.compare else table(args)
 
 
 if __name__ == "__main__":

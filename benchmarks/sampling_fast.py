@@ -30,16 +30,28 @@ accuracy):
 
 Accuracy rows also give "same": the share of completions identical to the reference's.
 `--profile MODE` prints the top operators of one call of that mode (where the time goes).
+
+A model that writes long, checkable answers, trainable on this CPU in minutes: `--train DIR`
+runs masked SFT (`d1.sft.train_sft`, full fine-tuning) of the built-in tiny model on `repeat_word`
+(`RepeatWord` below: "Repeat: qwmfkzpa" -> the word 16 times, 162 tokens; a second call with
+more `--train-steps` continues the run), then evaluate it with `--task repeat_word`:
+
+    .venv/bin/python benchmarks/sampling_fast.py --train /tmp/repeat --train-steps 600
+    .venv/bin/python benchmarks/sampling_fast.py --model /tmp/repeat/repeat_word/checkpoints/best \
+        --task repeat_word --limit 64 --gen-lengths 128,256
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,8 +60,112 @@ from rich.table import Table
 
 from d1.models import load_model
 from d1.sampling import SamplerConfig, sample
+from d1.tasks.base import Example, RewardFn, Score, Task
 
 MODES = ("reference", "prefix", "dual", "threshold", "both")
+
+
+class RepeatWord(Task):
+    """Benchmark task with long, checkable answers: write a random 8-letter word 16 times.
+
+    Prompt "Repeat: qwmfkzpa", response "<answer>\nqwmfkzpa qwmfkzpa ... qwmfkzpa\n</answer>":
+    162 tokens with the tiny models' character tokenizer, so gen length 256 holds the answer
+    and 128 cuts it off. Correct = the closed answer is exactly the 16 copies;
+    `details["items"]` = the share of the 16 copies right in place (partial credit, also for
+    an answer cut off by the gen length). Words are drawn from (seed, split); validation and
+    test never share a word with train.
+    """
+
+    name = "repeat_word"
+    copies = 16
+
+    def __init__(self, train_size: int = 8000, validation_size: int = 64, test_size: int = 256):
+        self.sizes = {"train": train_size, "validation": validation_size, "test": test_size}
+
+    def _words(self, split: str, seed: int) -> list[str]:
+        rng = random.Random(f"repeat_word:{seed}:{split}")
+        seen = set() if split == "train" else set(self._words("train", seed))
+        out: list[str] = []
+        while len(out) < self.sizes[split]:
+            word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
+            if word not in seen:
+                seen.add(word)
+                out.append(word)
+        return out
+
+    def load(self, split="train", *, path=None, limit=None, seed=0) -> list[Example]:
+        if split not in self.sizes:
+            raise ValueError(f"Unknown split {split!r}; choose train, validation or test.")
+        examples = []
+        for i, word in enumerate(self._words(split, seed)[:limit]):
+            gold = " ".join([word] * self.copies)
+            ex_id = f"repeat_word/{seed}/{split}/{i}"
+            response = f"<answer>\n{gold}\n</answer>"
+            examples.append(Example(ex_id, f"Repeat: {word}", gold, {}, response))
+        return examples
+
+    def user_message(self, example: Example) -> str:
+        return example.question
+
+    def score(self, completion: str, example: Example) -> Score:
+        answer = completion.split("<answer>", 1)[1] if "<answer>" in completion else ""
+        closed = "</answer>" in answer
+        parsed = answer.split("</answer>", 1)[0].strip()
+        gold = example.answer.split()
+        right = sum(a == b for a, b in zip(parsed.split(), gold, strict=False))
+        correct = float(closed and parsed.split() == gold)
+        return Score(correct, parsed if closed else None, {"items": right / len(gold)})
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        def correct(completions, examples) -> list[float]:
+            return [self.score(c, e).correct for c, e in zip(completions, examples, strict=True)]
+
+        return {"correct": correct}
+
+
+def register_repeat_word() -> None:
+    """Make "repeat_word" a registered task (for `train_sft` and `--task repeat_word`)."""
+    import d1.tasks
+
+    sys.modules.setdefault("sampling_fast_bench", sys.modules[__name__])
+    d1.tasks.register_task("repeat_word", "sampling_fast_bench:RepeatWord")
+
+
+def train_repeat_model(out: str, steps: int) -> Path:
+    """Masked SFT of the built-in tiny LLaDA on `repeat_word` (full fine-tuning, CPU); resumes
+    from the run folder's latest checkpoint, so more `steps` continue an earlier run."""
+    from d1.sft.trainer import train_sft
+
+    register_repeat_word()
+    every = max(1, steps // 4)
+    return train_sft(
+        None,
+        [
+            "model.name_or_path=tiny",
+            "lora=null",
+            "data.format=task",
+            "data.task=repeat_word",
+            "data.max_length=320",  # the prompt (~44) + gen length 256 fit in trained positions
+            "data.validation_size=64",
+            "global_batch_size=16",
+            "train.per_device_batch_size=16",
+            f"train.max_steps={steps}",
+            f"train.eval_steps={every}",
+            f"train.save_steps={every}",
+            "train.save_total_limit=1",
+            "train.logging_steps=20",
+            f"train.output_dir={out}",
+            "train.run_name=repeat_word",
+            "train.resume_from=auto",
+            "train.report_to=[none]",
+            f"train.num_threads={torch.get_num_threads()}",
+            "optim.learning_rate=3e-3",
+            "optim.lr_scheduler=constant_with_warmup",
+            "optim.warmup_steps=20",
+            "optim.weight_decay=0.0",
+            "eval_generation=null",
+        ],
+    )
 
 
 def mode_config(mode: str, gen_length: int, threshold: float) -> SamplerConfig:
@@ -228,8 +344,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=256)
     parser.add_argument("--data-seed", type=int, default=42)
     parser.add_argument("--profile", default=None, help="print an operator profile of a mode")
+    parser.add_argument("--train", default=None, help="SFT a repeat_word model into this folder")
+    parser.add_argument("--train-steps", type=int, default=600)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    register_repeat_word()
+    if args.train:
+        run_dir = train_repeat_model(args.train, args.train_steps)
+        print(f"Trained: {run_dir} (checkpoints/best: the lowest held-out loss).")
+        return
     args.gen_lengths = [int(v) for v in args.gen_lengths.split(",")]
     args.batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
