@@ -427,3 +427,22 @@ def test_dream_default_lora_targets_use_dream_names(fake_dream: Path) -> None:
     model has none of them, so the checked error lists Dream's names, not LLaDA's."""
     with pytest.raises(ValueError, match=r"o_proj.*do not exist.*qkv"):
         load_model(str(fake_dream), trust_remote_code=True, lora=LoraSettings(r=2))
+
+
+def test_tiny_base_variant_has_no_chat_template_and_round_trips(tmp_path) -> None:
+    """ "-base" tiny models: same architecture, a tokenizer without chat template (a base
+    model); prompts are the bare text everywhere, also after save / load."""
+    from d1.models import load_model
+    from d1.sft.data import render_chat_prompt
+
+    base = load_model("tiny-xs-base", seed=0)
+    chat = load_model("tiny-xs", seed=0)
+    assert base.tokenizer.chat_template is None and chat.tokenizer.chat_template
+    for a, b in zip(base.model.parameters(), chat.model.parameters(), strict=True):
+        assert torch.equal(a, b)  # same weights from the same seed
+    assert render_chat_prompt(base.tokenizer, "2+2=", system_prompt=False) == "2+2="
+    base.model.save_pretrained(tmp_path)
+    base.tokenizer.save_pretrained(tmp_path)
+    again = load_model(str(tmp_path))
+    assert not again.tokenizer.chat_template
+    assert render_chat_prompt(again.tokenizer, "2+2=", system_prompt=False) == "2+2="

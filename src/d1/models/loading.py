@@ -237,9 +237,9 @@ def _bnb_config():
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """The tokenizer of a folder / hub id, or the built-in one for a tiny name."""
     if not Path(name_or_path).expanduser().is_dir() and name_or_path in TINY_CONFIGS:
-        from d1.models.tokenizer import build_tokenizer
+        from d1.models.tiny import tiny_tokenizer
 
-        return build_tokenizer()
+        return tiny_tokenizer(name_or_path)
     return AutoTokenizer.from_pretrained(
         str(Path(name_or_path).expanduser())
         if Path(name_or_path).expanduser().is_dir()

@@ -38,6 +38,11 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "mlp_hidden_size": 768,
     },
 }
+# "-base" variants: the same architectures with a tokenizer that has no chat template (like
+# LLaDA-8B-Base), so task prompts are the bare task text (`d1.tasks.render_prompt`). A model
+# trained from scratch learns markedly faster without ~25 template tokens around each prompt.
+BASE_SUFFIX = "-base"
+TINY_CONFIGS.update({name + BASE_SUFFIX: sizes for name, sizes in list(TINY_CONFIGS.items())})
 _TINY_COMMON: dict[str, Any] = {
     "rope_theta": 10000.0,
     "max_sequence_length": 2048,
@@ -64,6 +69,11 @@ def tiny_config(name: str, tokenizer: PreTrainedTokenizerFast | None = None) -> 
     )
 
 
+def tiny_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    """The built-in tokenizer of tiny model `name` (no chat template for "-base" names)."""
+    return build_tokenizer(chat_template=not name.endswith(BASE_SUFFIX))
+
+
 def init_weights_(model: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
     """Re-initialise `model` in place from `generator`: N(0, std) linears/embeddings, ones norms.
 
@@ -86,7 +96,7 @@ def make_tiny_model(
 
     Deterministic by `seed`: weights are drawn from `torch.Generator().manual_seed(seed)`.
     """
-    tok = build_tokenizer()
+    tok = tiny_tokenizer(name)
     config = tiny_config(name, tok)
     # Build on the meta device so construction draws no random numbers, then materialise.
     with torch.device("meta"):
@@ -97,4 +107,11 @@ def make_tiny_model(
     return model, tok
 
 
-__all__ = ["TINY_CONFIGS", "init_weights_", "make_tiny_model", "tiny_config"]
+__all__ = [
+    "BASE_SUFFIX",
+    "TINY_CONFIGS",
+    "init_weights_",
+    "make_tiny_model",
+    "tiny_config",
+    "tiny_tokenizer",
+]

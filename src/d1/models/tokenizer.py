@@ -51,12 +51,13 @@ LLADA_CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(*, chat_template: bool = True) -> PreTrainedTokenizerFast:
     """The built-in character-level tokenizer (vocab: 7 special tokens + 97 characters).
 
     `mask_token` is `<|mdm_mask|>`, eos = pad = `<|endoftext|>`, bos = `<|startoftext|>`,
     `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>` are extra special tokens.
     No bos/eos is added on encode. Round-trips through save_pretrained / AutoTokenizer offline.
+    `chat_template=False` leaves out LLaDA's chat template (a base model's tokenizer).
     """
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in CHARACTERS:
@@ -73,7 +74,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token=UNK_TOKEN,
         mask_token=MASK_TOKEN,
         extra_special_tokens=[START_HEADER, END_HEADER, EOT_TOKEN],
-        chat_template=LLADA_CHAT_TEMPLATE,
+        chat_template=LLADA_CHAT_TEMPLATE if chat_template else None,
         clean_up_tokenization_spaces=False,
         model_max_length=1_000_000,
     )

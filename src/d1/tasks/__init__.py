@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "math": "d1.tasks.math500:MathTask",
     "countdown": "d1.tasks.countdown:CountdownTask",
     "sudoku": "d1.tasks.sudoku:SudokuTask",
+    "addition": "d1.tasks.addition:AdditionTask",
     "humaneval": "d1.tasks.code:HumanEvalTask",
     "mbpp": "d1.tasks.code:MBPPTask",
     "kodcode": "d1.tasks.code:KodCodeTask",

@@ -118,8 +118,13 @@ class Task(ABC):
 
 def render_prompt(tokenizer: Any, task: Task, example: Example) -> str:
     """The prompt string: the task's messages through the model tokenizer's chat template,
-    followed by the task's `assistant_prefix` (empty unless the task asks for one)."""
-    prompt = tokenizer.apply_chat_template(
-        task.messages(example), tokenize=False, add_generation_prompt=True
-    )
+    followed by the task's `assistant_prefix` (empty unless the task asks for one).
+
+    A tokenizer without a chat template (a base model, e.g. LLaDA-8B-Base or a built-in
+    "-base" tiny model) gets the messages' text as is, joined by blank lines."""
+    messages = task.messages(example)
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        prompt = "\n\n".join(m["content"] for m in messages)
     return prompt + task.assistant_prefix(example)
