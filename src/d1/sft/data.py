@@ -108,7 +108,7 @@ def render_chat_prompt(tokenizer: Any, question: str, *, system_prompt: bool = T
     (as d1's SFT script does: `SYSTEM_PROMPT + "\\n\\n" + question`).
     """
     content = f"{SYSTEM_PROMPT}\n\n{question}" if system_prompt else question
-    if not getattr(tokenizer, "chat_template", None):  # a base model: the text as is
+    if not getattr(tokenizer, "chat_template", True):  # a base model: the text as is
         return content
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True

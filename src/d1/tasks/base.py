@@ -123,7 +123,8 @@ def render_prompt(tokenizer: Any, task: Task, example: Example) -> str:
     A tokenizer without a chat template (a base model, e.g. LLaDA-8B-Base or a built-in
     "-base" tiny model) gets the messages' text as is, joined by blank lines."""
     messages = task.messages(example)
-    if getattr(tokenizer, "chat_template", None):
+    # Only a tokenizer that says it has no template (chat_template None / "") gets raw text.
+    if getattr(tokenizer, "chat_template", True):
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
         prompt = "\n\n".join(m["content"] for m in messages)
