@@ -28,7 +28,7 @@ accuracy):
         --task-options '{"prompt_style": "compact", "demo_reasoning": false, "blanks": [4, 8]}' \
         --split test --limit 256 --gen-lengths 128,256
 
-Accuracy rows also give "items" (the task's partial credit, `details["items"]`, where it has one)
+Accuracy rows also give "partial" (the task's graded credit, `details["partial"]`, if it has one)
 and "same": the share of completions identical to the reference's.
 `--profile MODE` prints the top operators of one call of that mode (where the time goes).
 
@@ -72,9 +72,9 @@ class RepeatWord(Task):
     Prompt "Repeat: qwmfkzpa", response "<answer>\nqwmfkzpa qwmfkzpa ... qwmfkzpa\n</answer>":
     162 tokens with the tiny models' character tokenizer, so gen length 256 holds the answer
     and 128 cuts it off. Correct = the closed answer is exactly the 16 copies;
-    `details["items"]` = the share of the 16 copies right in place (partial credit, also for
-    an answer cut off by the gen length). Words are drawn from (seed, split); validation and
-    test never share a word with train.
+    `details["partial"]` = the share of the demonstration's 162 characters that the completion
+    has right in place (graded credit, also for a cut-off or malformed answer). Words are drawn
+    from (seed, split); validation and test never share a word with train.
     """
 
     name = "repeat_word"
@@ -112,10 +112,10 @@ class RepeatWord(Task):
         answer = completion.split("<answer>", 1)[1] if "<answer>" in completion else ""
         closed = "</answer>" in answer
         parsed = answer.split("</answer>", 1)[0].strip()
-        gold = example.answer.split()
-        right = sum(a == b for a, b in zip(parsed.split(), gold, strict=False))
-        correct = float(closed and parsed.split() == gold)
-        return Score(correct, parsed if closed else None, {"items": right / len(gold)})
+        correct = float(closed and parsed.split() == example.answer.split())
+        gold = example.response or ""
+        right = sum(a == b for a, b in zip(completion, gold, strict=False))
+        return Score(correct, parsed if closed else None, {"partial": right / len(gold)})
 
     def reward_functions(self) -> dict[str, RewardFn]:
         def correct(completions, examples) -> list[float]:
@@ -262,7 +262,7 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
         "gen",
         "mode",
         "accuracy",
-        "items",
+        "partial",
         "same",
         "calls / batch",
         "s",
@@ -291,8 +291,8 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
             counter.close()
             scores = [task.score(t, ex) for t, ex in zip(texts, examples, strict=True)]
             accuracy = 100.0 * sum(float(s.correct) for s in scores) / len(scores)
-            # Partial credit where the task gives it (repeat_word), else the accuracy.
-            items = 100.0 * sum(s.details.get("items", s.correct) for s in scores) / len(scores)
+            # Graded credit where the task gives it (repeat_word), else the accuracy.
+            partial = sum(s.details.get("partial", s.correct) for s in scores) / len(scores)
             if mode == "reference":
                 ref_texts, base = texts, secs
             same = ""
@@ -303,7 +303,7 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
                 str(gen_length),
                 mode,
                 f"{accuracy:.1f}",
-                f"{items:.1f}",
+                f"{100.0 * partial:.1f}",
                 same,
                 f"{calls:.0f}",
                 f"{secs:.1f}",
