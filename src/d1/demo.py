@@ -274,7 +274,7 @@ def _task(cfg: DemoConfig) -> Any:
     return get_task(cfg.task, **_task_options(cfg))
 
 
-def sudoku_demonstration(solution: str) -> str:
+def sudoku_answer_only(solution: str) -> str:
     """The Sudoku SFT response: the answer block alone, `<answer>\\n{solution}\\n</answer>`
     (d1's Sudoku reward and scorer read only the `<answer>` block)."""
     return f"<answer>\n{solution}\n</answer>"
@@ -305,13 +305,17 @@ def make_data(cfg: DemoConfig, data_dir: Path, data_seed: int = 1234) -> dict[st
             problems = generate_addition(
                 n, seed=data_seed, digits=cfg.digits, carries=difficulty, split=split
             )
-            rows = [addition_to_row(p, response=p.answer if demos else None) for p in problems]
+            task = _task(cfg)  # its compact demonstration: the bare zero-padded sum
+            rows = [
+                addition_to_row(p, response=task.demonstration(p) if demos else None)
+                for p in problems
+            ]
         else:
             from d1.puzzles.sudoku import generate_sudoku, sudoku_to_row
 
             puzzles = generate_sudoku(n, seed=data_seed, blanks=tuple(difficulty), split=split)
             rows = [
-                sudoku_to_row(p, response=sudoku_demonstration(p.solution) if demos else None)
+                sudoku_to_row(p, response=sudoku_answer_only(p.solution) if demos else None)
                 for p in puzzles
             ]
         paths[name] = data_dir / f"{name}.csv"
