@@ -97,6 +97,8 @@ def test_parse_and_rows() -> None:
         ("<reasoning>\n3+1=4\n</reasoning>\n<answer>\n1474\n</answer>", "1474"),
         ("<answer>\nthe sum is 1474\n</answer> then 99", "1474"),  # the answer block wins
         ("so 12 and then 1474", "1474"),  # no block: the last number
+        ("<answer>\n1,474\n</answer>", "1474"),  # thousands separator
+        ("<answer>\n</answer> 1474", "1474"),  # empty block: the whole text
         ("no digits here", None),
     ],
 )
@@ -120,6 +122,7 @@ def test_rewards_and_score_by_hand() -> None:
     assert agg["accuracy"] == pytest.approx(1 / 6)
     assert agg["digit_accuracy"] == pytest.approx(2.5 / 6)
     assert digit_credit(None, "1474") == 0.0
+    assert digit_credit("14.7", "1474") == 0.0 and task.score("1474.5", ex).correct == 0.0
 
 
 @given(st.text(max_size=40))

@@ -19,7 +19,6 @@ must equal the sum.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,14 +32,12 @@ from d1.puzzles.addition import (
 from d1.puzzles.splits import check_split
 from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
 from d1.tasks.data import limit_examples, load_rows, row_id
-from d1.tasks.formatting import extract_answer_tag, strip_special_tokens
+from d1.tasks.formatting import extract_answer_tag, last_number, strip_special_tokens
 
 __all__ = ["AdditionTask", "addition_prompt", "parse_addition_answer"]
 
 PromptStyle = Literal["train", "compact"]
 PROMPT_STYLES: tuple[str, ...] = ("train", "compact")
-
-_NUMBER = re.compile(r"\d+")
 
 
 def addition_prompt(question: str, style: str = "train") -> str:
@@ -53,21 +50,17 @@ def addition_prompt(question: str, style: str = "train") -> str:
 
 
 def parse_addition_answer(completion: str) -> str | None:
-    """The answer's digits: the last number of the `<answer>` block, else of the whole
-    completion (special tokens removed), or None when there is no number."""
+    """The last number of the `<answer>` block, else of the whole completion (special tokens
+    removed; d1's shared number reader, so "1,474" reads as "1474"), or None."""
     text = strip_special_tokens(completion)
     tag = extract_answer_tag(text)
-    for source in (tag, text):
-        numbers = _NUMBER.findall(source or "")
-        if numbers:
-            return numbers[-1]
-    return None
+    return (last_number(tag) if tag else None) or last_number(text)
 
 
 def digit_credit(answer: str | None, gold: str) -> float:
     """Fraction of the gold answer's fixed-width digits matched in place (right-aligned, the
     parsed answer zero-padded to the same width); 0 for no answer or a longer one."""
-    if answer is None or len(answer) > len(gold):
+    if answer is None or not answer.isdigit() or len(answer) > len(gold):
         return 0.0
     padded = answer.rjust(len(gold), "0")
     return sum(a == b for a, b in zip(padded, gold, strict=True)) / len(gold)
@@ -200,7 +193,7 @@ class AdditionTask(Task):
 
     def score(self, completion: str, example: Example) -> Score:
         parsed = parse_addition_answer(completion)
-        ok = parsed is not None and int(parsed) == int(example.answer)
+        ok = parsed is not None and parsed.isdigit() and int(parsed) == int(example.answer)
         return Score(1.0 if ok else 0.0, parsed, {"digits": digit_credit(parsed, example.answer)})
 
     def aggregate(self, scores: Sequence[Score]) -> dict[str, float]:
