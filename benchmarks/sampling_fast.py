@@ -34,13 +34,18 @@ and "same": the share of completions identical to the reference's.
 
 A model that writes long, checkable answers, trainable on this CPU in minutes: `--train DIR`
 runs masked SFT (`d1.sft.train_sft`, full fine-tuning) of a built-in tiny model
-(`--train-model`, default `tiny-xs-base`; `--train-lr`, default 1e-3) on `repeat_word`
-(`RepeatWord` below: "Repeat: qwmfkzpa" -> the word 16 times, 162 tokens; a second call with
-more `--train-steps` continues the run), then evaluate it with `--task repeat_word`:
+(`--train-model`, default `tiny-xs-base`; `--train-lr`, default 1e-3) on `--train-task`:
+`addition` (default: 6-digit sums answered with a fixed-width column trace, 135 tokens;
+accuracy = the sum is right) or `repeat_word` (`RepeatWord` below: "Repeat: qwmfkzpa" -> the
+word 16 times, 162 tokens). A second call with more `--train-steps` continues the run; it
+prints the checkpoint with the lowest held-out loss. Then evaluate it on the same task:
 
-    .venv/bin/python benchmarks/sampling_fast.py --train /tmp/repeat --train-steps 2800
-    .venv/bin/python benchmarks/sampling_fast.py --model /tmp/repeat/repeat_word/checkpoints/best \
-        --task repeat_word --limit 64 --gen-lengths 128,256
+    .venv/bin/python benchmarks/sampling_fast.py --train /tmp/long --train-model tiny-base \
+        --train-steps 3000
+    .venv/bin/python benchmarks/sampling_fast.py \
+        --model /tmp/long/addition/checkpoints/checkpoint-3000 --task addition \
+        --task-options '{"prompt_style": "trace", "digits": 6}' --limit 512 \
+        --gen-lengths 256,512
 """
 
 from __future__ import annotations
@@ -133,15 +138,37 @@ def register_repeat_word() -> None:
     d1.tasks.register_task("repeat_word", "sampling_fast_bench:RepeatWord")
 
 
-def train_repeat_model(out: str, steps: int, model: str = "tiny-xs-base", lr: float = 1e-3) -> Path:
-    """Masked SFT of a built-in tiny LLaDA on `repeat_word` (full fine-tuning, CPU); resumes
-    from the run folder's latest checkpoint, so more `steps` continue an earlier run.
+# Long-answer tasks `--train` can teach a tiny model: (task, task options, SFT max_length).
+# `addition` "trace" at 6 digits: "394731+472894=" answered with a 6-line column trace and the
+# sum (~145 tokens); `repeat_word`: one word 16 times (162 tokens). Both fit gen length 256.
+TRAIN_TASKS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "addition": ("addition", {"prompt_style": "trace", "digits": 6}, 272),
+    "repeat_word": ("repeat_word", {}, 320),
+}
 
-    Defaults that learn on one CPU thread: a "-base" model (no chat template around the prompt)
-    and lr 1e-3; `tiny` with the chat template at 3e-3 stayed at a held-out CE of ~0.97."""
+
+def train_long_answer_model(
+    out: str,
+    steps: int,
+    model: str = "tiny-xs-base",
+    lr: float = 1e-3,
+    task: str = "addition",
+    batch_size: int = 16,
+) -> Path:
+    """Masked SFT of a built-in tiny LLaDA on a long-answer task (`TRAIN_TASKS`; full
+    fine-tuning, CPU) into `out/<task>`; resumes from the run folder's latest checkpoint, so
+    more `steps` continue an earlier run.
+
+    Rows are padded with EOS to `max_length` (the paper's SFT padding), so the model has been
+    trained on every position a gen-256 sample fills. Defaults that learn on one CPU thread:
+    a "-base" model (no chat template around the prompt) and lr 1e-3; `tiny` with the chat
+    template at 3e-3 stayed at a held-out CE of ~0.97 on repeat_word."""
     from d1.sft.trainer import train_sft
 
+    if task not in TRAIN_TASKS:
+        raise ValueError(f"Unknown --train-task {task!r}; choose from {', '.join(TRAIN_TASKS)}.")
     register_repeat_word()
+    name, options, max_length = TRAIN_TASKS[task]
     every = max(1, steps // 4)
     return train_sft(
         None,
@@ -149,18 +176,19 @@ def train_repeat_model(out: str, steps: int, model: str = "tiny-xs-base", lr: fl
             f"model.name_or_path={model}",
             "lora=null",
             "data.format=task",
-            "data.task=repeat_word",
-            "data.max_length=320",  # the prompt (~44) + gen length 256 fit in trained positions
+            f"data.task={name}",
+            f"data.task_options={json.dumps(options)}",
+            f"data.max_length={max_length}",
             "data.validation_size=64",
-            "global_batch_size=16",
-            "train.per_device_batch_size=16",
+            f"global_batch_size={batch_size}",
+            f"train.per_device_batch_size={batch_size}",
             f"train.max_steps={steps}",
             f"train.eval_steps={every}",
             f"train.save_steps={every}",
             "train.save_total_limit=1",
             "train.logging_steps=20",
             f"train.output_dir={out}",
-            "train.run_name=repeat_word",
+            f"train.run_name={task}",
             "train.resume_from=auto",
             "train.report_to=[none]",
             f"train.num_threads={torch.get_num_threads()}",
@@ -370,7 +398,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=256)
     parser.add_argument("--data-seed", type=int, default=42)
     parser.add_argument("--profile", default=None, help="print an operator profile of a mode")
-    parser.add_argument("--train", default=None, help="SFT a repeat_word model into this folder")
+    parser.add_argument("--train", default=None, help="SFT a long-answer model into this folder")
+    parser.add_argument("--train-task", default="addition", choices=sorted(TRAIN_TASKS))
+    parser.add_argument("--train-batch-size", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=600)
     parser.add_argument("--train-model", default="tiny-xs-base", help="built-in model for --train")
     parser.add_argument("--train-lr", type=float, default=1e-3)
@@ -378,8 +408,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     register_repeat_word()
     if args.train:
-        run_dir = train_repeat_model(args.train, args.train_steps, args.train_model, args.train_lr)
-        print(f"Trained: {run_dir} (checkpoints/best: the lowest held-out loss).")
+        run_dir = train_long_answer_model(
+            args.train,
+            args.train_steps,
+            args.train_model,
+            args.train_lr,
+            args.train_task,
+            args.train_batch_size,
+        )
+        best = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text())
+        print(f"Trained: {run_dir}; lowest held-out loss: checkpoints/{best['checkpoint']}.")
         return
     args.gen_lengths = [int(v) for v in args.gen_lengths.split(",")]
     args.batch_sizes = [int(v) for v in args.batch_sizes.split(",")]

@@ -50,6 +50,12 @@ def test_problem_answer_trace_and_demonstration() -> None:
     p = AdditionProblem((893, 581), answer_width(3, 2))
     assert (p.question, p.answer, p.total, p.carries) == ("893+581", "1474", 1474, 2)
     assert p.trace() == "3+1=4\n9+8=17 carry 1\n8+5+1=14 carry 1\n1"
+    assert p.fixed_width_trace() == "c1:3+1+0=04\nc2:9+8+0=17\nc3:8+5+1=14\nc4:0+0+1=01"
+    three = AdditionProblem((95, 7, 99), width=3)  # 201; the units column carries 2
+    assert three.fixed_width_trace() == "c1:5+7+9+0=21\nc2:9+0+9+2=20\nc3:0+0+0+2=02"
+    assert p.demonstration(fixed_width=True) == (
+        f"<reasoning>\n{p.fixed_width_trace()}\n</reasoning>\n<answer>\n1474\n</answer>"
+    )
     assert p.demonstration() == (
         f"<reasoning>\n{p.trace()}\n</reasoning>\n<answer>\n1474\n</answer>"
     )
@@ -145,6 +151,15 @@ def test_task_prompts_load_and_files(tmp_path: Path, tokenizer) -> None:
     tex = train.load("validation", limit=2)[1]
     assert train.user_message(tex).startswith(SYSTEM_PROMPT)
     assert "<reasoning>\n" in (tex.response or "") and "carry" not in train.user_message(tex)
+    # "trace": the bare prompt, answered with the full traced demonstration.
+    trace = get_task("addition", prompt_style="trace", digits=6, test_size=5)
+    tr = trace.load("test")[0]
+    assert trace.user_message(tr) == f"{tr.question}="
+    lines = tr.response.split("\n")[1:8]  # seven columns for a 7-digit answer width
+    body = "\n".join(lines)
+    assert tr.response == f"<reasoning>\n{body}\n</reasoning>\n<answer>\n{tr.answer}\n</answer>"
+    assert [len(line) for line in lines] == [11] * 7 and lines[0].startswith("c1:")
+    assert "".join(line[-1] for line in reversed(lines)) == tr.answer
     # With a chat template the prompt goes through it; a base tokenizer gets the bare text.
     assert render_prompt(tokenizer, compact, ex).endswith("<|end_header_id|>\n\n")
     from d1.models.tiny import tiny_tokenizer

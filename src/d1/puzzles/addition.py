@@ -97,9 +97,27 @@ class AdditionProblem:
             lines.append(line + (f" carry {carry_out}" if carry_out else ""))
         return "\n".join(lines)
 
-    def demonstration(self, *, reasoning: bool = True) -> str:
-        """The SFT response in d1's format (the trace as reasoning, or an empty one)."""
-        body = self.trace() if reasoning else ""
+    def fixed_width_trace(self) -> str:
+        """The same schoolbook columns in fixed width, for tiny models: one line per answer
+        digit, units first: column number, the column's digits, the carry in, and the column
+        sum in two digits; for 893+581 (width 4) "c1:3+1+0=04", "c2:9+8+0=17", "c3:8+5+1=14",
+        "c4:0+0+1=01". Every line has the same length, so the prompt digits a line reads sit
+        at fixed distances from it, and the answer is the lines' last digits, bottom up."""
+        label = len(str(self.width))
+        total_width = len(str(10 * len(self.operands) - 1))  # digits <= 9 each, carry < n
+        lines, carry = [], 0
+        for col in range(self.width):
+            column = [n // 10**col % 10 for n in self.operands]
+            total = sum(column) + carry
+            terms = "+".join(str(d) for d in [*column, carry])
+            lines.append(f"c{col + 1:0{label}d}:{terms}={total:0{total_width}d}")
+            carry = total // 10
+        return "\n".join(lines)
+
+    def demonstration(self, *, reasoning: bool = True, fixed_width: bool = False) -> str:
+        """The SFT response in d1's format: the trace as reasoning (`fixed_width_trace` when
+        `fixed_width`), or an empty one."""
+        body = (self.fixed_width_trace() if fixed_width else self.trace()) if reasoning else ""
         return f"<reasoning>\n{body}\n</reasoning>\n<answer>\n{self.answer}\n</answer>"
 
 

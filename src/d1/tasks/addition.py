@@ -9,7 +9,9 @@ problems (few carries) and RL on hard ones (many carries). Splits never share a 
 Prompt styles: `"train"` (d1's system prompt and an instruction, answers in d1's
 `<reasoning>`/`<answer>` format, demonstrations carry a column-by-column trace) and
 `"compact"` (the bare problem "893+581="; the response is the bare zero-padded sum "1474",
-for tiny character-level models).
+for tiny character-level models) and `"trace"` (the bare problem, answered in d1's format with
+a fixed-width column trace: a long, checkable completion a tiny model can learn, 135 tokens at
+6 digits, which the fast-sampling benchmark uses).
 
 Rewards (RL): `correct` (1.0 when the parsed answer equals the sum) and `digits` (the fraction
 of the answer's fixed-width digits in the right place: partial credit for a missed carry).
@@ -36,15 +38,15 @@ from d1.tasks.formatting import extract_answer_tag, last_number, strip_special_t
 
 __all__ = ["AdditionTask", "addition_prompt", "parse_addition_answer"]
 
-PromptStyle = Literal["train", "compact"]
-PROMPT_STYLES: tuple[str, ...] = ("train", "compact")
+PromptStyle = Literal["train", "compact", "trace"]
+PROMPT_STYLES: tuple[str, ...] = ("train", "compact", "trace")
 
 
 def addition_prompt(question: str, style: str = "train") -> str:
     """The user turn for a problem: the one place the prompt text lives."""
     if style == "train":
         return f"{SYSTEM_PROMPT}\nAdd the numbers, column by column: {question}\n"
-    if style == "compact":  # "893+581=": the "=" marks where the answer starts
+    if style in ("compact", "trace"):  # "893+581=": the "=" marks where the answer starts
         return f"{question}="
     raise ValueError(f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}.")
 
@@ -85,14 +87,16 @@ class AdditionTask(Task):
     ) -> None:
         """
         Args:
-            prompt_style: "train" (d1's format, default) or "compact" (bare problem and sum).
+            prompt_style: "train" (d1's format, default), "compact" (bare problem and sum) or
+                "trace" (bare problem, d1-format answer with a fixed-width column trace).
             digits: digits per operand (uniform `digits`-digit numbers).
             operands: numbers per problem.
             carries: keep only problems with this inclusive range of carries, e.g. [2, 3];
                 None keeps all.
             train_size, validation_size, test_size: sizes of the generated splits.
             demo_reasoning: "train"-style demonstrations carry the column trace (else an
-                empty reasoning). Compact demonstrations are the bare sum.
+                empty reasoning); "trace" ones carry the fixed-width trace. Compact
+                demonstrations are the bare sum.
         """
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(
@@ -114,7 +118,8 @@ class AdditionTask(Task):
         """The SFT response for a problem in this task's style."""
         if self.prompt_style == "compact":
             return problem.answer
-        return problem.demonstration(reasoning=self.demo_reasoning)
+        fixed = self.prompt_style == "trace"
+        return problem.demonstration(reasoning=self.demo_reasoning, fixed_width=fixed)
 
     def example(
         self, problem: AdditionProblem, example_id: str, response: str | None = None
