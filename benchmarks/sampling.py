@@ -1,24 +1,243 @@
-"""Throughput of the LLaDA sampler (SPEC 2) on a built-in tiny model.
+"""LLaDA's reference sampler vs fast sampling (Fast-dLLM): tokens/s and accuracy.
 
-Prints tokens/s (generated tokens of the whole batch per second) for gen lengths 64 / 128 / 256
-and batch sizes 1 / 8 with d1's evaluation settings (block 32, steps = gen_length / 2,
-temperature 0), on CUDA when available. Timings exclude one warm-up run per shape.
+Modes (SPEC 2 "Faster samplers"; `d1.sampling_fast`):
+  reference  `d1.sampling.generate`, one full forward per step
+  prefix     block KV cache, prefix only (the block and the suffix are recomputed)
+  dual       block KV cache, prefix and suffix (the block only is recomputed)
+  threshold  confidence-threshold parallel decoding, no cache
+  both       dual cache + threshold
 
-    .venv/bin/python benchmarks/sampling.py            # full table
-    .venv/bin/python benchmarks/sampling.py --quick    # smoke run (seconds, CPU)
+Every mode uses d1's evaluation settings (block 32, steps = gen_length / 2, temperature 0).
+tokens/s = generated positions (batch x gen_length) per second of sampling; "calls" = model
+forwards per batch (the threshold modes adapt it); "speed-up" is against the reference in the
+same run. Timings are medians of `--repeats` runs (after a warm-up when more than one), with
+`--threads` intra-op threads (1 is fastest for tiny models on a busy CPU). The machine may be
+shared with other jobs: numbers are noisy (often 25 %, more under load).
+
+Speed only, random prompts, a built-in or saved model (an untrained model is never confident,
+so threshold decoding commits one token per step there: twice the reference's steps); on CUDA
+when available (`--device`, `--dtype`):
+
+    .venv/bin/python benchmarks/sampling.py                     # tiny, gen 128 / 256, batch 1 / 8
+    .venv/bin/python benchmarks/sampling.py --quick             # smoke run (seconds)
+    .venv/bin/python benchmarks/sampling.py --model tiny --gen-lengths 128,256,512
+
+Cache speed at LLaDA-8B's shape (`--model llada-8b-random`: LLaDAConfig's defaults, random
+N(0, 0.02) weights, nothing downloaded; `--layers` shrinks it for a smoke run). On a GPU:
+
+    python benchmarks/sampling.py --model llada-8b-random --dtype bfloat16 \
+        --gen-lengths 128,256,512 --batch-sizes 1,8 --modes reference,prefix,dual
+
+Accuracy too, on a task checkpoint, e.g. after `d1 sft --config configs/sft/tiny_sudoku.yaml`
+(the task options must match the ones it was trained with; Sudoku's accuracy is d1's cell
+accuracy):
+
+    .venv/bin/python benchmarks/sampling.py \
+        --model runs/tiny_sudoku/checkpoints/checkpoint-400 --task sudoku \
+        --task-options '{"prompt_style": "compact", "demo_reasoning": false, "blanks": [4, 8]}' \
+        --split test --limit 256 --gen-lengths 128,256
+
+Accuracy rows also give "partial" (the task's graded credit, `details["partial"]`, if it has one)
+and "same": the share of completions identical to the reference's.
+`--profile MODE` prints the top operators of one call of that mode (where the time goes).
+
+A model that writes long, checkable answers, trainable on this CPU in minutes: `--train DIR`
+runs masked SFT (`d1.sft.train_sft`, full fine-tuning) of a built-in tiny model
+(`--train-model`, default `tiny-xs-base`; `--train-lr`, default 1e-3) on `--train-task`:
+`addition` (default: 6-digit sums answered with a fixed-width column trace, 135 tokens;
+accuracy = the sum is right) or `repeat_word` (`RepeatWord` below: "Repeat: qwmfkzpa" -> the
+word 16 times, 162 tokens). A second call with more `--train-steps` continues the run; it
+prints the checkpoint with the lowest held-out loss. Then evaluate it on the same task:
+
+    .venv/bin/python benchmarks/sampling.py --train /tmp/long --train-model tiny-base \
+        --train-steps 3000
+    .venv/bin/python benchmarks/sampling.py \
+        --model /tmp/long/addition/checkpoints/checkpoint-3000 --task addition \
+        --task-options '{"prompt_style": "trace", "digits": 6}' --limit 512 \
+        --gen-lengths 256,512
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from d1.models import load_model
+from d1.models.loading import resolve_dtype
 from d1.sampling import SamplerConfig, sample
+from d1.tasks.base import Example, RewardFn, Score, Task
+
+MODES = ("reference", "prefix", "dual", "threshold", "both")
+
+
+class RepeatWord(Task):
+    """Benchmark task with long, checkable answers: write a random 8-letter word 16 times.
+
+    Prompt "Repeat: qwmfkzpa", response "<answer>\nqwmfkzpa qwmfkzpa ... qwmfkzpa\n</answer>":
+    162 tokens with the tiny models' character tokenizer, so gen length 256 holds the answer
+    and 128 cuts it off. Correct = the closed answer is exactly the 16 copies;
+    `details["partial"]` = the share of the demonstration's 162 characters that the completion
+    has right in place (graded credit, also for a cut-off or malformed answer). Words are drawn
+    from (seed, split); validation and test never share a word with train.
+    """
+
+    name = "repeat_word"
+    copies = 16
+
+    def __init__(self, train_size: int = 8000, validation_size: int = 64, test_size: int = 256):
+        self.sizes = {"train": train_size, "validation": validation_size, "test": test_size}
+
+    def _words(self, split: str, seed: int) -> list[str]:
+        rng = random.Random(f"repeat_word:{seed}:{split}")
+        seen = set() if split == "train" else set(self._words("train", seed))
+        out: list[str] = []
+        while len(out) < self.sizes[split]:
+            word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
+            if word not in seen:
+                seen.add(word)
+                out.append(word)
+        return out
+
+    def load(self, split="train", *, path=None, limit=None, seed=0) -> list[Example]:
+        if split not in self.sizes:
+            raise ValueError(f"Unknown split {split!r}; choose train, validation or test.")
+        examples = []
+        for i, word in enumerate(self._words(split, seed)[:limit]):
+            gold = " ".join([word] * self.copies)
+            ex_id = f"repeat_word/{seed}/{split}/{i}"
+            response = f"<answer>\n{gold}\n</answer>"
+            examples.append(Example(ex_id, f"Repeat: {word}", gold, {}, response))
+        return examples
+
+    def user_message(self, example: Example) -> str:
+        return example.question
+
+    def score(self, completion: str, example: Example) -> Score:
+        answer = completion.split("<answer>", 1)[1] if "<answer>" in completion else ""
+        closed = "</answer>" in answer
+        parsed = answer.split("</answer>", 1)[0].strip()
+        correct = float(closed and parsed.split() == example.answer.split())
+        gold = example.response or ""
+        right = sum(a == b for a, b in zip(completion, gold, strict=False))
+        return Score(correct, parsed if closed else None, {"partial": right / len(gold)})
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        def correct(completions, examples) -> list[float]:
+            return [self.score(c, e).correct for c, e in zip(completions, examples, strict=True)]
+
+        return {"correct": correct}
+
+
+def register_repeat_word() -> None:
+    """Make "repeat_word" a registered task (for `train_sft` and `--task repeat_word`)."""
+    import d1.tasks
+
+    sys.modules.setdefault("sampling_bench", sys.modules[__name__])
+    d1.tasks.register_task("repeat_word", "sampling_bench:RepeatWord")
+
+
+# Long-answer tasks `--train` can teach a tiny model: (task, task options, SFT max_length).
+# `addition` "trace" at 6 digits: "394731+472894=" answered with a 6-line column trace and the
+# sum (~145 tokens); `repeat_word`: one word 16 times (162 tokens). Both fit gen length 256.
+TRAIN_TASKS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "addition": ("addition", {"prompt_style": "trace", "digits": 6}, 272),
+    "repeat_word": ("repeat_word", {}, 320),
+}
+
+
+def train_long_answer_model(
+    out: str,
+    steps: int,
+    model: str = "tiny-xs-base",
+    lr: float = 1e-3,
+    task: str = "addition",
+    batch_size: int = 16,
+) -> Path:
+    """Masked SFT of a built-in tiny LLaDA on a long-answer task (`TRAIN_TASKS`; full
+    fine-tuning, CPU) into `out/<task>`; resumes from the run folder's latest checkpoint, so
+    more `steps` continue an earlier run.
+
+    Rows are padded with EOS to `max_length` (the paper's SFT padding), so the model has been
+    trained on every position a gen-256 sample fills. Defaults that learn on one CPU thread:
+    a "-base" model (no chat template around the prompt) and lr 1e-3; `tiny` with the chat
+    template at 3e-3 stayed at a held-out CE of ~0.97 on repeat_word."""
+    from d1.sft.trainer import train_sft
+
+    if task not in TRAIN_TASKS:
+        raise ValueError(f"Unknown --train-task {task!r}; choose from {', '.join(TRAIN_TASKS)}.")
+    register_repeat_word()
+    name, options, max_length = TRAIN_TASKS[task]
+    every = max(1, steps // 4)
+    return train_sft(
+        None,
+        [
+            f"model.name_or_path={model}",
+            "lora=null",
+            "data.format=task",
+            f"data.task={name}",
+            f"data.task_options={json.dumps(options)}",
+            f"data.max_length={max_length}",
+            "data.validation_size=64",
+            f"global_batch_size={batch_size}",
+            f"train.per_device_batch_size={batch_size}",
+            f"train.max_steps={steps}",
+            f"train.eval_steps={every}",
+            f"train.save_steps={every}",
+            "train.save_total_limit=1",
+            "train.logging_steps=20",
+            f"train.output_dir={out}",
+            f"train.run_name={task}",
+            "train.resume_from=auto",
+            "train.report_to=[none]",
+            f"train.num_threads={torch.get_num_threads()}",
+            f"optim.learning_rate={lr}",
+            "optim.lr_scheduler=constant_with_warmup",
+            "optim.warmup_steps=20",
+            "optim.weight_decay=0.0",
+            "eval_generation=null",
+        ],
+    )
+
+
+def mode_config(mode: str, gen_length: int, threshold: float) -> SamplerConfig:
+    """d1's evaluation sampler (block 32, steps = gen_length / 2, greedy) in one of `MODES`."""
+    base = SamplerConfig.for_eval(gen_length, block_length=min(32, gen_length))
+    settings: dict[str, dict[str, Any]] = {
+        "reference": {},
+        "prefix": {"sampler": "fast", "cache": "prefix"},
+        "dual": {"sampler": "fast", "cache": "dual"},
+        "threshold": {"sampler": "fast", "cache": "none", "threshold": threshold},
+        "both": {"sampler": "fast", "cache": "dual", "threshold": threshold},
+    }
+    if mode not in settings:
+        raise ValueError(f"Unknown mode {mode!r}; choose from {', '.join(MODES)}.")
+    return replace(base, **settings[mode])
+
+
+class CallCounter:
+    """Counts a model's forward calls (a forward hook), to report calls per batch."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.calls = 0
+        self._handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, *_: Any) -> None:
+        self.calls += 1
+
+    def close(self) -> None:
+        self._handle.remove()
 
 
 def _sync(device: torch.device) -> None:
@@ -26,101 +245,253 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_one(
-    model: torch.nn.Module,
-    *,
-    mask_id: int,
-    vocab_size: int,
-    config: SamplerConfig,
-    batch_size: int,
-    prompt_length: int,
-    repeats: int,
-    device: torch.device,
-) -> float:
-    """Seconds per `sample` call (median of `repeats`, after one warm-up)."""
-    g = torch.Generator().manual_seed(0)
-    # Ordinary (non-special) token ids as the prompt; the char tokenizer's specials are < 7.
-    ids = torch.randint(7, vocab_size, (batch_size, prompt_length), generator=g).to(device)
-    attn = torch.ones_like(ids)
-    attn[0, : prompt_length // 2] = 0  # a left-padded row, as in real batches
-    gen = torch.Generator(device=device).manual_seed(0)
-    sample(model, ids, attn, config=config, mask_id=mask_id, generator=gen)  # warm-up
+def timed(
+    fn: Callable[[], Any], repeats: int, device: torch.device = torch.device("cpu")
+) -> tuple[float, Any]:
+    """Median seconds of `fn()` over `repeats` runs (after one warm-up run when `repeats` > 1),
+    and its last result; CUDA work is waited for before each clock reading."""
+    result = fn() if repeats > 1 else None
     times = []
-    for _ in range(repeats):
+    for _ in range(max(1, repeats)):
         _sync(device)
         start = time.perf_counter()
-        sample(model, ids, attn, config=config, mask_id=mask_id, generator=gen)
+        result = fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2], result
+
+
+def random_llada(device: torch.device, dtype: torch.dtype, layers: int | None = None) -> Any:
+    """A LLaDA-8B-shaped model (`LLaDAConfig` defaults) with random N(0, 0.02) weights, built
+    on the meta device and initialised in place on `device` (no 32 GB float32 detour), with a
+    `spec` carrying LLaDA's mask id: cache speed only, its confidences mean nothing."""
+    from types import SimpleNamespace
+
+    from d1.models.configuration_llada import LLaDAConfig
+    from d1.models.modeling_llada import LLaDAModelLM
+    from d1.models.tiny import init_weights_
+
+    config = LLaDAConfig(**({"n_layers": layers} if layers else {}))
+    with torch.device("meta"):
+        model = LLaDAModelLM(config)
+    model.to_empty(device=device)
+    init_weights_(model, torch.Generator(device=device).manual_seed(0), std=config.init_std)
+    spec = SimpleNamespace(mask_token_id=config.mask_token_id)
+    return SimpleNamespace(model=model.to(dtype).eval(), spec=spec, tokenizer=None)
+
+
+def speed_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Table:
+    """tokens/s of every mode on random prompts (one left-padded row per batch)."""
+    model, mask_id = loaded.model, loaded.spec.mask_token_id
+    vocab = model.config.vocab_size
+    table = Table(title=_title(args, loaded, "random prompts"))
+    for col in ("gen", "batch", "mode", "calls", "s / batch", "tokens / s", "speed-up"):
+        table.add_column(col, justify="right")
+    g = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    for gen_length in args.gen_lengths:
+        for batch in args.batch_sizes:
+            ids = torch.randint(7, vocab, (batch, args.prompt_length), generator=g).to(device)
+            attn = torch.ones_like(ids)
+            attn[0, : args.prompt_length // 2] = 0  # one left-padded row, as in real batches
+            base = None
+            for mode in modes:
+                config = mode_config(mode, gen_length, args.threshold)
+                counter = CallCounter(model)
+
+                run = partial(sample, model, ids, attn, config=config, mask_id=mask_id)
+                secs, _ = timed(run, args.repeats, device)
+                calls = counter.calls / (max(1, args.repeats) + (args.repeats > 1))
+                counter.close()
+                base = secs if mode == "reference" else base
+                row = (
+                    str(gen_length),
+                    str(batch),
+                    mode,
+                    f"{calls:.0f}",
+                    f"{secs:.3f}",
+                    f"{batch * gen_length / secs:,.0f}",
+                    f"{base / secs:.1f}x" if base else "",
+                )
+                table.add_row(*row)
+                print(" | ".join(row), flush=True)  # progress, the table comes at the end
+            table.add_section()
+    return table
+
+
+def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Table:
+    """Accuracy, tokens/s and agreement with the reference on a task's examples."""
+    from d1.evaluation.runner import generate_completions
+    from d1.tasks import get_task, render_prompt
+
+    model, tokenizer, mask_id = loaded.model, loaded.tokenizer, loaded.spec.mask_token_id
+    task = get_task(args.task, **json.loads(args.task_options or "{}"))
+    examples = task.load(args.split, limit=args.limit, seed=args.data_seed)
+    prompts = [render_prompt(tokenizer, task, ex) for ex in examples]
+    table = Table(title=_title(args, loaded, f"{args.task} {args.split}, n = {len(examples)}"))
+    cols = (
+        "gen",
+        "mode",
+        "accuracy",
+        "partial",
+        "same",
+        "calls / batch",
+        "s",
+        "tokens / s",
+        "speed-up",
+    )
+    for col in cols:
+        table.add_column(col, justify="right")
+    for gen_length in args.gen_lengths:
+        ref_texts, base = None, None
+        for mode in modes:
+            config = mode_config(mode, gen_length, args.threshold)
+            counter = CallCounter(model)
+            start = time.perf_counter()
+            texts, _ = generate_completions(
+                model,
+                tokenizer,
+                prompts,
+                sampler_config=config,
+                mask_id=mask_id,
+                batch_size=args.batch_size,
+            )
+            secs = time.perf_counter() - start
+            batches = -(-len(prompts) // args.batch_size)
+            calls = counter.calls / batches
+            counter.close()
+            scores = [task.score(t, ex) for t, ex in zip(texts, examples, strict=True)]
+            accuracy = 100.0 * sum(float(s.correct) for s in scores) / len(scores)
+            # Graded credit where the task gives it (repeat_word), else the accuracy.
+            partial = sum(s.details.get("partial", s.correct) for s in scores) / len(scores)
+            if mode == "reference":
+                ref_texts, base = texts, secs
+            same = ""
+            if ref_texts is not None:
+                agree = sum(a == b for a, b in zip(texts, ref_texts, strict=True))
+                same = f"{100.0 * agree / len(texts):.1f}%"
+            row = (
+                str(gen_length),
+                mode,
+                f"{accuracy:.1f}",
+                f"{100.0 * partial:.1f}",
+                same,
+                f"{calls:.0f}",
+                f"{secs:.1f}",
+                f"{len(prompts) * gen_length / secs:,.0f}",
+                f"{base / secs:.1f}x" if base else "",
+            )
+            table.add_row(*row)
+            print(" | ".join(row), flush=True)  # progress, the table comes at the end
+        table.add_section()
+    return table
+
+
+def profile_mode(args: argparse.Namespace, loaded: Any, mode: str) -> None:
+    """Top operators (self CPU time) of one batch in `mode` at the first gen length, then one
+    forward's time against its length (the intercept is the per-call overhead that a cached
+    32-position chunk cannot avoid)."""
+    from torch.profiler import profile
+
+    model, mask_id = loaded.model, loaded.spec.mask_token_id
+    gen_length, batch = args.gen_lengths[0], args.batch_sizes[0]
+    ids = torch.randint(7, model.config.vocab_size, (batch, args.prompt_length))
+    config = mode_config(mode, gen_length, args.threshold)
+    sample(model, ids, config=config, mask_id=mask_id)  # warm-up
+    with profile() as prof:
+        sample(model, ids, config=config, mask_id=mask_id)
+    print(f"Profile: {mode}, gen {gen_length}, batch {batch}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+    print(f"One forward (no cache), batch {batch}, median of 5:")
+    with torch.no_grad():
+        for length in (32, 64, 128, args.prompt_length + gen_length):
+            chunk = torch.full((batch, length), 7)
+            secs, _ = timed(partial(model, input_ids=chunk), 5)
+            print(f"  {length:4d} positions: {1000 * secs:7.2f} ms")
+
+
+def _title(args: argparse.Namespace, loaded: Any, what: str) -> str:
+    n_params = sum(p.numel() for p in loaded.model.parameters()) / 1e6
+    first = next(loaded.model.parameters())
+    if first.device.type == "cuda":
+        where = torch.cuda.get_device_name(first.device)
+    else:
+        where = f"cpu {torch.get_num_threads()} thread(s)"
+    return (
+        f"Fast sampling vs reference: {args.model} ({n_params:.2f}M params, {first.dtype}), "
+        f"{what}, {where}, block 32, steps = gen/2, greedy, threshold {args.threshold}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="built-in tiny name or checkpoint")
+    parser.add_argument(
+        "--model", default="tiny", help="built-in tiny name, checkpoint, or llada-8b-random"
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the model's)")
-    parser.add_argument("--gen-lengths", default="64,128,256")
-    parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--prompt-length", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="tiny-xs, short lengths, 1 repeat")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU intra-op threads (1 is best on busy CPUs)"
-    )
+    parser.add_argument("--layers", type=int, default=None, help="llada-8b-random: n_layers")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny-xs, short, 1 rep")
+    parser.add_argument("--gen-lengths", default="128,256")
+    parser.add_argument("--batch-sizes", default="1,8", help="speed table only")
+    parser.add_argument("--batch-size", type=int, default=16, help="accuracy table batches")
+    parser.add_argument("--prompt-length", type=int, default=64, help="speed table only")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--threshold", type=float, default=0.9, help="Fast-dLLM: 0.9")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (> 1: + a warm-up)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--task", default=None, help="accuracy on this task's examples")
+    parser.add_argument("--task-options", default=None, help="JSON options of the task")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=256)
+    parser.add_argument("--data-seed", type=int, default=42)
+    parser.add_argument("--profile", default=None, help="print an operator profile of a mode")
+    parser.add_argument("--train", default=None, help="SFT a long-answer model into this folder")
+    parser.add_argument("--train-task", default="addition", choices=sorted(TRAIN_TASKS))
+    parser.add_argument("--train-batch-size", type=int, default=16)
+    parser.add_argument("--train-steps", type=int, default=600)
+    parser.add_argument("--train-model", default="tiny-xs-base", help="built-in model for --train")
+    parser.add_argument("--train-lr", type=float, default=1e-3)
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    register_repeat_word()
+    if args.train:
+        run_dir = train_long_answer_model(
+            args.train,
+            args.train_steps,
+            args.train_model,
+            args.train_lr,
+            args.train_task,
+            args.train_batch_size,
+        )
+        best = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text())
+        print(f"Trained: {run_dir}; lowest held-out loss: checkpoints/{best['checkpoint']}.")
+        return
+    args.gen_lengths = [int(v) for v in args.gen_lengths.split(",")]
+    args.batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    gen_lengths = [int(v) for v in args.gen_lengths.split(",")]
-    batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
-    model_name, repeats, prompt_length = args.model, args.repeats, args.prompt_length
     if args.quick:
-        model_name, gen_lengths, batch_sizes = "tiny-xs", [32, 64], [1, 2]
-        repeats, prompt_length = 1, 16
-
-    loaded = load_model(model_name, device=device, dtype=args.dtype)
-    model = loaded.model.eval()
-    vocab_size = model.config.vocab_size
-    n_params = sum(p.numel() for p in model.parameters())
-
-    console = Console()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
+        args.model, args.gen_lengths, args.batch_sizes = "tiny-xs", [32, 64], [1, 2]
+        args.repeats, args.prompt_length = 1, 16
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.model == "llada-8b-random":
+        if args.task:
+            raise SystemExit("--model llada-8b-random has no tokenizer: use it without --task.")
+        dtype = resolve_dtype(args.dtype)
+        dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
+        loaded = random_llada(device, dtype, args.layers)
     else:
-        name = f"cpu, {torch.get_num_threads()} thread(s)"
-    table = Table(
-        title=f"LLaDA sampler, {model_name} ({n_params / 1e6:.2f}M params) on {name}, "
-        f"prompt {prompt_length}, block 32, steps = gen/2, T = {args.temperature}"
-    )
-    for col in ("gen length", "batch", "steps", "s / call", "ms / step", "tokens / s"):
-        table.add_column(col, justify="right")
-    for gen_length in gen_lengths:
-        for batch_size in batch_sizes:
-            config = SamplerConfig.for_eval(
-                gen_length, block_length=min(32, gen_length), temperature=args.temperature
-            )
-            secs = bench_one(
-                model,
-                mask_id=loaded.spec.mask_token_id,
-                vocab_size=vocab_size,
-                config=config,
-                batch_size=batch_size,
-                prompt_length=prompt_length,
-                repeats=repeats,
-                device=device,
-            )
-            table.add_row(
-                str(gen_length),
-                str(batch_size),
-                str(config.steps),
-                f"{secs:.3f}",
-                f"{1000 * secs / config.steps:.2f}",
-                f"{batch_size * gen_length / secs:,.0f}",
-            )
-    console.print(table)
+        loaded = load_model(args.model, device=device, dtype=args.dtype)
+    loaded.model.eval()
+    console = Console(width=150)
+    if args.profile:
+        profile_mode(args, loaded, args.profile)
+        return
+    if args.task:
+        console.print(accuracy_table(args, loaded, modes))
+    else:
+        console.print(speed_table(args, loaded, modes))
 
 
 if __name__ == "__main__":
