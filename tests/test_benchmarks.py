@@ -1,0 +1,59 @@
+"""Smoke tests of the benchmark scripts: they run end to end and print their tables (their
+numbers are measurements, never asserted here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sampling_benchmark_quick_prints_every_mode() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sampling.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.count("|") == 6]  # progress rows
+    modes = [row.split("|")[2].strip() for row in rows]
+    # 2 gen lengths x 2 batch sizes, each with the five modes, the reference first.
+    assert modes == ["reference", "prefix", "dual", "threshold", "both"] * 4
+    assert all(row.split("|")[6].strip() == "1.0x" for row in rows[::5])
+
+
+def test_sampling_benchmark_modes_are_the_documented_samplers() -> None:
+    bench = _load("sampling.py")
+    ref = bench.mode_config("reference", 256, 0.9)
+    assert (ref.sampler, ref.gen_length, ref.block_length, ref.steps, ref.temperature) == (
+        "reference",
+        256,
+        32,
+        128,
+        0.0,
+    )
+    both = bench.mode_config("both", 256, 0.9)
+    assert (both.sampler, both.cache, both.threshold) == ("fast", "dual", 0.9)
+    assert bench.mode_config("threshold", 128, 0.8).cache == "none"
+
+
+def test_repeat_word_scoring_by_hand() -> None:
+    task = _load("sampling.py").RepeatWord(train_size=4, validation_size=2, test_size=2)
+    ex = task.load("test")[0]
+    assert not set(ex.question.split()[1:]) & {e.question.split()[1] for e in task.load("train")}
+    assert task.score(ex.response, ex).correct == 1.0
+    assert task.score(ex.response, ex).details["partial"] == 1.0
+    cut = ex.response[:81]  # half the characters, answer never closed
+    assert task.score(cut, ex).correct == 0.0
+    assert task.score(cut, ex).details["partial"] == 81 / 162
