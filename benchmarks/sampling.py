@@ -280,6 +280,12 @@ def random_llada(device: torch.device, dtype: torch.dtype, layers: int | None = 
     return SimpleNamespace(model=model.to(dtype).eval(), spec=spec, tokenizer=None)
 
 
+def _add_row(table: Table, row: tuple[str, ...]) -> None:
+    """Add a row, and print it at once as progress (the table comes at the end)."""
+    table.add_row(*row)
+    print(" | ".join(row), flush=True)
+
+
 def speed_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Table:
     """tokens/s of every mode on random prompts (one left-padded row per batch)."""
     model, mask_id = loaded.model, loaded.spec.mask_token_id
@@ -313,8 +319,7 @@ def speed_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Tabl
                     f"{batch * gen_length / secs:,.0f}",
                     f"{base / secs:.1f}x" if base else "",
                 )
-                table.add_row(*row)
-                print(" | ".join(row), flush=True)  # progress, the table comes at the end
+                _add_row(table, row)
             table.add_section()
     return table
 
@@ -381,8 +386,7 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
                 f"{len(prompts) * gen_length / secs:,.0f}",
                 f"{base / secs:.1f}x" if base else "",
             )
-            table.add_row(*row)
-            print(" | ".join(row), flush=True)  # progress, the table comes at the end
+            _add_row(table, row)
         table.add_section()
     return table
 
