@@ -37,7 +37,7 @@ accuracy):
         --task-options '{"prompt_style": "compact", "demo_reasoning": false, "blanks": [4, 8]}' \
         --split test --limit 256 --gen-lengths 128,256
 
-Accuracy rows also give "partial" (the task's graded credit, `details["partial"]`, if it has one)
+Accuracy rows also give "partial" (the task's graded credit, `graded_credit`, if it has one)
 and "same": the share of completions identical to the reference's.
 `--profile MODE` prints the top operators of one call of that mode (where the time goes).
 
@@ -324,6 +324,15 @@ def speed_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Tabl
     return table
 
 
+def graded_credit(score: Score) -> float:
+    """A completion's graded credit where its task gives one (`repeat_word`: "partial",
+    `addition`: "digits", the share of the answer's digits in place), else its correctness."""
+    for key in ("partial", "digits"):
+        if key in score.details:
+            return float(score.details[key])
+    return float(score.correct)
+
+
 def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Table:
     """Accuracy, tokens/s and agreement with the reference on a task's examples."""
     from d1.evaluation.runner import generate_completions
@@ -367,8 +376,7 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
             counter.close()
             scores = [task.score(t, ex) for t, ex in zip(texts, examples, strict=True)]
             accuracy = 100.0 * sum(float(s.correct) for s in scores) / len(scores)
-            # Graded credit where the task gives it (repeat_word), else the accuracy.
-            partial = sum(s.details.get("partial", s.correct) for s in scores) / len(scores)
+            credit = sum(graded_credit(s) for s in scores) / len(scores)
             if mode == "reference":
                 ref_texts, base = texts, secs
             same = ""
@@ -379,7 +387,7 @@ def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> T
                 str(gen_length),
                 mode,
                 f"{accuracy:.1f}",
-                f"{100.0 * partial:.1f}",
+                f"{100.0 * credit:.1f}",
                 same,
                 f"{calls:.0f}",
                 f"{secs:.1f}",

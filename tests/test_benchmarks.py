@@ -57,3 +57,15 @@ def test_repeat_word_scoring_by_hand() -> None:
     cut = ex.response[:81]  # half the characters, answer never closed
     assert task.score(cut, ex).correct == 0.0
     assert task.score(cut, ex).details["partial"] == 81 / 162
+
+
+def test_graded_credit_reads_each_tasks_partial_score() -> None:
+    from d1.tasks import get_task
+    from d1.tasks.base import Score
+
+    bench = _load("sampling.py")
+    task = get_task("addition", prompt_style="trace", digits=3, test_size=1)
+    ex = task.load("test")[0]
+    wrong_units = ex.answer[:-1] + str((int(ex.answer[-1]) + 1) % 10)
+    assert bench.graded_credit(task.score(f"<answer>{wrong_units}</answer>", ex)) == 0.75
+    assert bench.graded_credit(Score(1.0, "x", {})) == 1.0
