@@ -164,13 +164,18 @@ def train_long_answer_model(
     lr: float = 1e-3,
     task: str = "addition",
     batch_size: int = 16,
+    semi_ar_fraction: float = 0.5,
 ) -> Path:
     """Masked SFT of a built-in tiny LLaDA on a long-answer task (`TRAIN_TASKS`; full
     fine-tuning, CPU) into `out/<task>`; resumes from the run folder's latest checkpoint, so
     more `steps` continue an earlier run.
 
     Rows are padded with EOS to `max_length` (the paper's SFT padding), so the model has been
-    trained on every position a gen-256 sample fills. Defaults that learn on one CPU thread:
+    trained on every position a gen-256 sample fills. `semi_ar_fraction` of the rows are
+    masked block-wise (blocks of 32, `d1.masking.blockwise_forward_process`): with the uniform
+    process alone the tiny models learn the task but fail under block sampling from the
+    second block on (a clean prefix and a run of masks, a state uniform masking never shows).
+    `model` may also be a checkpoint folder to continue from. Defaults that learn on one CPU thread:
     a "-base" model (no chat template around the prompt) and lr 1e-3; `tiny` with the chat
     template at 3e-3 stayed at a held-out CE of ~0.97 on repeat_word."""
     from d1.sft.trainer import train_sft
@@ -207,6 +212,8 @@ def train_long_answer_model(
             "optim.warmup_steps=20",
             "optim.weight_decay=0.0",
             "eval_generation=null",
+            f"semi_ar_fraction={semi_ar_fraction}",
+            "semi_ar_block_length=32",
         ],
     )
 
@@ -461,6 +468,9 @@ def main() -> None:
     parser.add_argument("--train", default=None, help="SFT a long-answer model into this folder")
     parser.add_argument("--train-task", default="addition", choices=sorted(TRAIN_TASKS))
     parser.add_argument("--train-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--train-semi-ar", type=float, default=0.5, help="share of block-wise masked rows"
+    )
     parser.add_argument("--train-steps", type=int, default=600)
     parser.add_argument("--train-model", default="tiny-xs-base", help="built-in model for --train")
     parser.add_argument("--train-lr", type=float, default=1e-3)
@@ -475,6 +485,7 @@ def main() -> None:
             args.train_lr,
             args.train_task,
             args.train_batch_size,
+            args.train_semi_ar,
         )
         best = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text())
         print(f"Trained: {run_dir}; lowest held-out loss: checkpoints/{best['checkpoint']}.")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from d1.masking import forward_process, mask_tokens
+from d1.masking import blockwise_forward_process, forward_process, mask_tokens
 
 MASK = 99
 
@@ -154,3 +154,93 @@ def test_forward_process_statistics() -> None:
     t = (s.p_mask - 1e-3) / (1 - 1e-3)
     assert abs(t.mean().item() - 0.5) < 0.03
     assert abs(t.var().item() - 1 / 12) < 0.01
+
+
+def _two_rows() -> tuple[torch.Tensor, torch.Tensor]:
+    """Row 0: prompt 2 + response 10 (blocks of 4: 2-5, 6-9, 10-11); row 1: prompt 5 +
+    response 7 (blocks 5-8, 9-11)."""
+    ids = _ids(2, 12)
+    response = torch.zeros(2, 12, dtype=torch.bool)
+    response[0, 2:] = True
+    response[1, 5:] = True
+    return ids, response
+
+
+def test_blockwise_forward_process_hand_case() -> None:
+    ids, response = _two_rows()
+    s = blockwise_forward_process(
+        ids,
+        response,
+        mask_id=MASK,
+        block_length=4,
+        generator=_gen(0),
+        t=1.0,
+        block=torch.tensor([1, 0]),
+    )
+    hidden = s.noisy_ids == MASK
+    # Row 0, block 1 (6-9): scored and hidden; 10-11 hidden, not scored; prompt and 2-5 clean.
+    assert s.is_masked[0].nonzero().flatten().tolist() == [6, 7, 8, 9]
+    assert hidden[0].nonzero().flatten().tolist() == [6, 7, 8, 9, 10, 11]
+    # Row 1, block 0 (5-8), blocks counted from its own response start.
+    assert s.is_masked[1].nonzero().flatten().tolist() == [5, 6, 7, 8]
+    assert hidden[1].nonzero().flatten().tolist() == list(range(5, 12))
+    assert torch.equal(s.noisy_ids[~hidden], ids[~hidden])
+    # Scored with probability p / n_blocks: 1/3 (three blocks) and 1/2 (two); 0 off-response.
+    assert torch.allclose(s.p_mask[0, 2:], torch.full((10,), 1 / 3))
+    assert torch.allclose(s.p_mask[1, 5:], torch.full((7,), 1 / 2))
+    assert float(s.p_mask[0, :2].abs().sum() + s.p_mask[1, :5].abs().sum()) == 0.0
+    # t = 0: p = eps, so the drawn block is (almost surely) clean but later blocks stay hidden.
+    s0 = blockwise_forward_process(
+        ids,
+        response,
+        mask_id=MASK,
+        block_length=4,
+        generator=_gen(0),
+        t=0.0,
+        block=torch.tensor([0, 0]),
+    )
+    assert not s0.is_masked.any()
+    assert (s0.noisy_ids[0, 6:] == MASK).all() and (s0.noisy_ids[0, :6] != MASK).all()
+    assert torch.allclose(s0.p_mask[0, 2:], torch.full((10,), 1e-3 / 3))
+
+
+def test_blockwise_loss_weights_are_unbiased_for_the_sum_over_blocks() -> None:
+    """E[sum over scored i of c_i / p_i] = sum_i c_i for any fixed per-token values c (each
+    token's scoring probability is exactly p / n). Monte Carlo over 20,000 draws of t, the
+    block and the masks; dropping the 1/n factor would give a third of the sum."""
+    n = 20_000
+    length, block_length = 12, 4  # prompt 2, response 10: three blocks, the last one short
+    response = torch.zeros(n, length, dtype=torch.bool)
+    response[:, 2:] = True
+    ids = torch.zeros(n, length, dtype=torch.long)
+    c = torch.rand(length, generator=_gen(3)) * response[0]
+    s = blockwise_forward_process(
+        ids, response, mask_id=MASK, block_length=block_length, generator=_gen(5), eps=0.2
+    )
+    estimate = (s.is_masked * c / s.p_mask.clamp(min=1e-12)).sum(dim=1)
+    assert abs(float(estimate.mean()) - float(c.sum())) < 0.05 * float(c.sum())
+    # The block is uniform over the three blocks: at t = 1 the whole drawn block is hidden, so
+    # the first hidden position is the block's start.
+    s1 = blockwise_forward_process(
+        ids, response, mask_id=MASK, block_length=block_length, generator=_gen(6), t=1.0
+    )
+    starts = (s1.noisy_ids == MASK).float().argmax(dim=1)
+    shares = torch.bincount((starts - 2) // block_length, minlength=3).float() / n
+    assert torch.allclose(shares, torch.full((3,), 1 / 3), atol=0.02)
+
+
+def test_blockwise_forward_process_deterministic_and_checked() -> None:
+    ids, response = _two_rows()
+    a = blockwise_forward_process(ids, response, mask_id=MASK, block_length=4, generator=_gen(9))
+    b = blockwise_forward_process(ids, response, mask_id=MASK, block_length=4, generator=_gen(9))
+    assert torch.equal(a.noisy_ids, b.noisy_ids) and torch.equal(a.p_mask, b.p_mask)
+    with pytest.raises(ValueError, match="block must lie"):
+        blockwise_forward_process(
+            ids, response, mask_id=MASK, block_length=4, generator=None, block=torch.tensor([3, 0])
+        )
+    with pytest.raises(ValueError, match="block_length"):
+        blockwise_forward_process(ids, response, mask_id=MASK, block_length=0, generator=None)
+    with pytest.raises(ValueError, match="at least one response"):
+        blockwise_forward_process(
+            ids, torch.zeros_like(response), mask_id=MASK, block_length=4, generator=None
+        )

@@ -109,3 +109,63 @@ def test_per_token_p_mask_and_nothing_masked():
     assert torch.equal(a.per_sequence, b.per_sequence)
     none = masked_sft_loss(logits, targets, torch.zeros_like(resp), s.p_mask, resp)
     assert none.loss.item() == 0.0
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in model: records the noisy ids it sees, returns fixed random logits."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits, self.seen = logits, []
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        self.seen.append(input_ids.clone())
+        return SimpleNamespace(logits=self.logits)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_sft_batch_loss_semi_ar_mixture_matches_a_manual_draw(fraction):
+    """Each row draws its process from its own keyed generator (a U[0,1) draw < fraction picks
+    the block-wise one), then the masks; fraction 0 draws exactly as LLaDA's uniform process."""
+    from d1.masking import blockwise_forward_process
+    from d1.sft.trainer import sft_batch_loss
+    from d1.training.data import keyed_generator
+
+    logits, targets, _, resp = make_batch(5, batch=6, length=40)
+    batch = {"input_ids": targets, "response_mask": resp, "index": torch.arange(10, 16)}
+    model = _Recorder(logits)
+    kw = {"mask_id": 8, "eps": 1e-3, "seed": 3, "key": ("train", 0)}
+    out = sft_batch_loss(model, batch, semi_ar_fraction=fraction, block_length=8, **kw)
+    rows, kinds = [], []
+    for b in range(6):
+        gen = keyed_generator(3, ("train", 0), 10 + b)
+        block = fraction > 0 and float(torch.rand(1, generator=gen)) < fraction
+        kinds.append(block)
+        row = (targets[b : b + 1], resp[b : b + 1])
+        if block:
+            s = blockwise_forward_process(*row, mask_id=8, block_length=8, generator=gen)
+            p = s.p_mask
+        else:
+            s = forward_process(*row, mask_id=8, generator=gen)
+            p = s.p_mask[:, None].expand(1, 40)
+        rows.append((s.noisy_ids, s.is_masked, p))
+    noisy, masked, p = (torch.cat(x) for x in zip(*rows, strict=True))
+    assert torch.equal(model.seen[0], noisy)
+    expected = masked_sft_loss(logits, targets, masked, p, resp)
+    assert out.loss.item() == pytest.approx(expected.loss.item(), rel=1e-6)
+    assert 0 < sum(kinds) < 6 if fraction == 0.5 else sum(kinds) == 6 * fraction
+    if fraction == 0.0:  # the default path: identical to the uniform process alone
+        plain = sft_batch_loss(_Recorder(logits), batch, **kw)
+        assert plain.loss.item() == out.loss.item()
+
+
+def test_semi_ar_config_is_validated():
+    from d1.config import ConfigError
+    from d1.sft.config import SFTConfig
+
+    with pytest.raises(ConfigError, match="semi_ar_fraction"):
+        SFTConfig(semi_ar_fraction=1.5).validate()
+    with pytest.raises(ConfigError, match="semi_ar_block_length"):
+        SFTConfig(semi_ar_block_length=0).validate()

@@ -8,6 +8,10 @@ Two pure functions, whose only randomness comes from a passed `torch.Generator`:
 - `forward_process`: LLaDA's forward process for masked SFT (SPEC 1, 3): draw `t ~ U(0, 1)` per
   sequence, mask each response token with probability `p = (1 - eps) * t + eps`, keep the prompt
   clean, and return `p` (the loss divides each token's cross-entropy by it).
+- `blockwise_forward_process`: an opt-in variant for masked SFT that trains the states LLaDA's
+  semi-autoregressive sampler visits (SPEC 2): the response is cut into blocks, one block is
+  drawn, earlier blocks stay clean, the drawn block is masked with probability `p`, later blocks
+  are masked whole; only the drawn block's masked tokens are scored.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ForwardSample", "forward_process", "mask_tokens"]
+__all__ = ["ForwardSample", "blockwise_forward_process", "forward_process", "mask_tokens"]
 
 
 def _uniform(
@@ -109,9 +113,12 @@ class ForwardSample:
 
     Attributes:
         noisy_ids: [B, L] ids with the masked response tokens set to the mask id.
-        is_masked: [B, L] bool, True at the positions that were masked (response only).
-        p_mask: [B] float32, each sequence's masking probability `(1 - eps) * t + eps`; the SFT
-            loss divides each masked token's cross-entropy by it.
+        is_masked: [B, L] bool, True at the masked positions the loss scores (response only;
+            for `forward_process` every masked position, for `blockwise_forward_process` those
+            of the drawn block).
+        p_mask: [B] float32, each sequence's masking probability `(1 - eps) * t + eps`, or
+            [B, L] per-token probabilities of being scored (`blockwise_forward_process`); the
+            SFT loss divides each scored token's cross-entropy by it.
     """
 
     noisy_ids: torch.Tensor
@@ -173,3 +180,84 @@ def forward_process(
         input_ids, response_mask, p_mask, mask_id=mask_id, generator=generator
     )
     return ForwardSample(noisy_ids=noisy_ids, is_masked=is_masked, p_mask=p_mask)
+
+
+def blockwise_forward_process(
+    input_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    mask_id: int,
+    block_length: int,
+    generator: torch.Generator | None,
+    eps: float = 1e-3,
+    t: float | torch.Tensor | None = None,
+    block: torch.Tensor | None = None,
+) -> ForwardSample:
+    """A block-wise ("semi-autoregressive") forward process for masked SFT.
+
+    LLaDA's sampler decodes the response block by block (SPEC 2): while block k is decoded,
+    blocks before it are clean and blocks after it are all masks. The uniform process of
+    `forward_process` almost never shows a model that state (a clean prefix and a long run of
+    masks), and small models trained only on it fail there (measured on the tiny models). This
+    process draws exactly those states. Per sequence, with the response cut into
+    `n = ceil(|R| / block_length)` blocks counted from the response's first token:
+
+    - `t ~ U(0, 1)`, `p = (1 - eps) t + eps` (as `forward_process`), and a block `k ~ U{0..n-1}`;
+    - blocks before k stay clean, each token of block k is masked with probability p, blocks
+      after k are masked whole;
+    - only block k's masked tokens are scored, each with the probability `p / n` of being
+      scored (returned as the per-token `p_mask`).
+
+    With that weight the SFT loss is an unbiased estimate of the sum over blocks of each block's
+    masked-diffusion loss given the clean blocks before it (the block-wise ELBO of block
+    diffusion LMs, with the later blocks present as masks the way LLaDA samples): the expected
+    `sum CE / (p / n)` over k and the masks is `sum_k E[sum_{i in block k masked} CE / p]`.
+
+    Args:
+        input_ids: [B, L] clean ids (prompt ++ response).
+        response_mask: [B, L] bool, the response (contiguous per row; EOS padding included).
+        mask_id: the mask token id.
+        block_length: the sampler's block length (d1: 32).
+        generator: the source of randomness. Draw order: `t` ([B], skipped when given), the
+            block ([B], skipped when `block` is given), then one [B, L] uniform mask draw.
+        eps: the lower clamp of the masking probability (LLaDA: 1e-3).
+        t: optional fixed time(s) in [0, 1] (float or [B]).
+        block: optional fixed block indices [B] (each in 0..n_b-1).
+
+    Returns:
+        A `ForwardSample` whose `p_mask` is [B, L] (p / n at every response position).
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [B, L]; got shape {list(input_ids.shape)}.")
+    if block_length < 1:
+        raise ValueError(f"block_length must be >= 1; got {block_length}.")
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must lie in [0, 1); got {eps} (LLaDA uses 1e-3).")
+    response = response_mask.to(torch.bool)
+    batch, length = input_ids.shape
+    device = input_ids.device
+    resp_len = response.sum(dim=1)
+    if bool((resp_len == 0).any()):
+        raise ValueError("Every sequence needs at least one response position.")
+    t_vec = _as_prob(_uniform((batch,), generator, device) if t is None else t, input_ids, "t")
+    t_vec = t_vec.reshape(-1).expand(batch) if t_vec.numel() == 1 else t_vec.reshape(batch)
+    p = ((1.0 - eps) * t_vec + eps).clamp(max=1.0)
+    n_blocks = (resp_len + block_length - 1) // block_length
+    if block is None:
+        u = _uniform((batch,), generator, device)
+        k = torch.minimum((u * n_blocks).long(), n_blocks - 1)
+    else:
+        k = block.to(device=device, dtype=torch.long).reshape(batch)
+        if bool(((k < 0) | (k >= n_blocks)).any()):
+            raise ValueError(f"block must lie in 0..n_blocks-1 per row; n_blocks = {n_blocks}.")
+    # Block index of every response position, counted from the row's first response token.
+    start = response.float().argmax(dim=1)
+    offset = torch.arange(length, device=device)[None, :] - start[:, None]
+    block_of = torch.where(response, offset.div(block_length, rounding_mode="floor"), -1)
+    in_block = block_of == k[:, None]
+    after = response & (block_of > k[:, None])
+    _, is_masked = mask_tokens(input_ids, in_block, p, mask_id=mask_id, generator=generator)
+    hidden = is_masked | after
+    noisy_ids = torch.where(hidden, torch.full_like(input_ids, mask_id), input_ids)
+    p_tok = torch.where(response, (p / n_blocks)[:, None], torch.zeros_like(p)[:, None])
+    return ForwardSample(noisy_ids=noisy_ids, is_masked=is_masked, p_mask=p_tok)

@@ -157,6 +157,12 @@ class SFTConfig:
             one config gives the paper's batch on any number of GPUs.
         data: demonstrations and sequence layout.
         eps: the forward process's lower bound on the masking probability (LLaDA: 1e-3).
+        semi_ar_fraction: share of training rows masked block-wise instead of uniformly
+            (`d1.masking.blockwise_forward_process`: clean earlier blocks, a partly masked
+            block, masked later blocks: the states LLaDA's block sampler visits). 0 = the
+            paper's uniform process; an option for small models that fail at block sampling.
+            Held-out loss always uses the uniform process.
+        semi_ar_block_length: the block length of those rows (the sampler's; d1: 32).
         eval_generation: optional greedy accuracy on held-out examples (null: off).
     """
 
@@ -171,12 +177,22 @@ class SFTConfig:
     global_batch_size: int | None = 8
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     eps: float = 1e-3
+    semi_ar_fraction: float = 0.0
+    semi_ar_block_length: int = 32
     eval_generation: GenerationEvalConfig | None = None
 
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []
         if not 0.0 <= self.eps < 1.0:
             problems.append(("eps", f"must be in [0, 1), got {self.eps}."))
+        if not 0.0 <= self.semi_ar_fraction <= 1.0:
+            problems.append(
+                ("semi_ar_fraction", f"must be in [0, 1], got {self.semi_ar_fraction}.")
+            )
+        if self.semi_ar_block_length < 1:
+            problems.append(
+                ("semi_ar_block_length", f"must be >= 1, got {self.semi_ar_block_length}.")
+            )
         if self.global_batch_size is not None:
             if self.global_batch_size % self.train.per_device_batch_size:
                 problems.append(

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from d1.config import ConfigError, load_config
-from d1.masking import forward_process
+from d1.masking import blockwise_forward_process, forward_process
 from d1.models.forward import model_logits
 from d1.sft.config import SFTConfig
 from d1.sft.data import SFTCollator, SFTData, build_sft_data
@@ -52,6 +52,8 @@ def sft_batch_loss(
     key: object,
     logit_shift: bool = False,
     t: torch.Tensor | None = None,
+    semi_ar_fraction: float = 0.0,
+    block_length: int = 32,
 ) -> SFTLoss:
     """Forward process + one forward pass + `masked_sft_loss` for a collated batch.
 
@@ -60,23 +62,40 @@ def sft_batch_loss(
 
     Args:
         t: optional [B] fixed times (evaluation grid); None draws `t ~ U(0, 1)` per row.
+        semi_ar_fraction: share of rows masked by `blockwise_forward_process` (blocks of
+            `block_length`) instead of LLaDA's uniform process; 0 (the paper) draws exactly
+            as before. Rows with a fixed `t` (evaluation) always use the uniform process.
     """
     ids = batch["input_ids"]
     resp = batch["response_mask"]
+    mixed = semi_ar_fraction > 0.0 and t is None
     noisy, masked, p_mask = [], [], []
     for b in range(ids.shape[0]):
         gen = keyed_generator(seed, key, int(batch["index"][b]))
-        sample = forward_process(
-            ids[b : b + 1],
-            resp[b : b + 1],
-            mask_id=mask_id,
-            generator=gen,
-            eps=eps,
-            t=None if t is None else t[b : b + 1],
-        )
+        row_ids, row_resp = ids[b : b + 1], resp[b : b + 1]
+        if mixed and float(torch.rand(1, generator=gen)) < semi_ar_fraction:
+            sample = blockwise_forward_process(
+                row_ids,
+                row_resp,
+                mask_id=mask_id,
+                block_length=block_length,
+                generator=gen,
+                eps=eps,
+            )
+        else:
+            sample = forward_process(
+                row_ids,
+                row_resp,
+                mask_id=mask_id,
+                generator=gen,
+                eps=eps,
+                t=None if t is None else t[b : b + 1],
+            )
         noisy.append(sample.noisy_ids)
         masked.append(sample.is_masked)
-        p_mask.append(sample.p_mask)
+        # Mixed batches carry per-token probabilities ([1, L] rows) for both processes.
+        p_row = sample.p_mask
+        p_mask.append(p_row[:, None].expand_as(row_ids) if mixed and p_row.dim() == 1 else p_row)
     logits = model_logits(
         model, torch.cat(noisy), batch.get("attention_mask"), logit_shift=logit_shift
     )
@@ -289,6 +308,8 @@ def _run_sft(run: TrainingRun, cfg: SFTConfig) -> Path:
                     seed=tcfg.seed,
                     key=("train", epoch),
                     logit_shift=run.spec.logit_shift,
+                    semi_ar_fraction=cfg.semi_ar_fraction,
+                    block_length=cfg.semi_ar_block_length,
                 )
                 run.backward(out.loss / grad_accum)
             window.append(
