@@ -219,7 +219,13 @@ def train_long_answer_model(
 
 
 def mode_config(mode: str, gen_length: int, threshold: float) -> SamplerConfig:
-    """d1's evaluation sampler (block 32, steps = gen_length / 2, greedy) in one of `MODES`."""
+    """d1's evaluation sampler (block 32, steps = gen_length / 2, greedy) in one of `MODES`;
+    "threshold@0.95" / "both@0.99" override `threshold` for that mode."""
+    mode, _, own = mode.partition("@")
+    if own:
+        if mode not in ("threshold", "both"):
+            raise ValueError(f"Only threshold and both take @THRESHOLD; got {mode!r}.")
+        threshold = float(own)
     base = SamplerConfig.for_eval(gen_length, block_length=min(32, gen_length))
     settings: dict[str, dict[str, Any]] = {
         "reference": {},
@@ -455,7 +461,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8", help="speed table only")
     parser.add_argument("--batch-size", type=int, default=16, help="accuracy table batches")
     parser.add_argument("--prompt-length", type=int, default=64, help="speed table only")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES), help="also threshold@T, both@T")
     parser.add_argument("--threshold", type=float, default=0.9, help="Fast-dLLM: 0.9")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (> 1: + a warm-up)")
     parser.add_argument("--threads", type=int, default=1)

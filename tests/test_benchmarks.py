@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,6 +48,9 @@ def test_sampling_benchmark_modes_are_the_documented_samplers() -> None:
     both = bench.mode_config("both", 256, 0.9)
     assert (both.sampler, both.cache, both.threshold) == ("fast", "dual", 0.9)
     assert bench.mode_config("threshold", 128, 0.8).cache == "none"
+    assert bench.mode_config("both@0.95", 256, 0.9).threshold == 0.95
+    with pytest.raises(ValueError, match="@THRESHOLD"):
+        bench.mode_config("dual@0.9", 256, 0.9)
 
 
 def test_repeat_word_scoring_by_hand() -> None:
