@@ -149,10 +149,12 @@ def register_repeat_word() -> None:
 
 
 # Long-answer tasks `--train` can teach a tiny model: (task, task options, SFT max_length).
-# `addition` "trace" at 6 digits: "394731+472894=" answered with a 6-line column trace and the
-# sum (~145 tokens); `repeat_word`: one word 16 times (162 tokens). Both fit gen length 256.
+# `addition` "trace" at 6 digits: "394731+472894=" answered with a 7-line fixed-width column
+# trace and the sum (135 tokens), and `repeat_word` (one word 16 times, 162 tokens) fit gen
+# length 256; `addition-4` (4 digits, 109 tokens) fits gen length 128.
 TRAIN_TASKS: dict[str, tuple[str, dict[str, Any], int]] = {
     "addition": ("addition", {"prompt_style": "trace", "digits": 6}, 272),
+    "addition-4": ("addition", {"prompt_style": "trace", "digits": 4}, 140),
     "repeat_word": ("repeat_word", {}, 320),
 }
 

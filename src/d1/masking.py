@@ -1,6 +1,6 @@
 """The forward (masking) process of masked diffusion LMs (SPEC 1).
 
-Two pure functions, whose only randomness comes from a passed `torch.Generator`:
+Pure functions, whose only randomness comes from a passed `torch.Generator`:
 
 - `mask_tokens`: the primitive. Each maskable position is replaced by the mask token
   independently with a given probability. The SFT forward process uses it on response tokens;

@@ -4,6 +4,8 @@ Per micro-batch: each sequence's response is masked by LLaDA's forward process (
 mask probability `(1 - eps) t + eps`) with noise drawn from a generator keyed by (seed, epoch,
 example), the model predicts the masked tokens from one forward pass, and `masked_sft_loss`
 weights each masked token's cross-entropy by 1/p and normalises by the response length.
+With `semi_ar_fraction` > 0 that share of rows is masked block-wise instead
+(`d1.masking.blockwise_forward_process`), the states LLaDA's block sampler visits.
 
 Evaluation (every `train.eval_steps` and at the end): the same loss on the held-out split with
 a fixed, evenly spaced t grid (held-out example i of n gets `t = i / (n - 1)`, as d1's
