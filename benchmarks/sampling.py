@@ -278,8 +278,9 @@ def timed(
 
 def random_llada(device: torch.device, dtype: torch.dtype, layers: int | None = None) -> Any:
     """A LLaDA-8B-shaped model (`LLaDAConfig` defaults) with random N(0, 0.02) weights, built
-    on the meta device and initialised in place on `device` (no 32 GB float32 detour), with a
-    `spec` carrying LLaDA's mask id: cache speed only, its confidences mean nothing."""
+    on the meta device, cast there, and materialised in `dtype` on `device` (no 32 GB float32
+    detour), with a `spec` carrying LLaDA's mask id: cache speed only, its confidences mean
+    nothing."""
     from types import SimpleNamespace
 
     from d1.models.configuration_llada import LLaDAConfig
@@ -288,11 +289,20 @@ def random_llada(device: torch.device, dtype: torch.dtype, layers: int | None = 
 
     config = LLaDAConfig(**({"n_layers": layers} if layers else {}))
     with torch.device("meta"):
-        model = LLaDAModelLM(config)
+        model = LLaDAModelLM(config).to(dtype)
     model.to_empty(device=device)
     init_weights_(model, torch.Generator(device=device).manual_seed(0), std=config.init_std)
     spec = SimpleNamespace(mask_token_id=config.mask_token_id)
-    return SimpleNamespace(model=model.to(dtype).eval(), spec=spec, tokenizer=None)
+    return SimpleNamespace(model=model.eval(), spec=spec, tokenizer=None)
+
+
+def random_prompts(
+    batch: int, length: int, vocab: int, mask_id: int, generator: torch.Generator
+) -> torch.Tensor:
+    """[batch, length] ordinary token ids (the tiny tokenizer's specials are < 7), never the
+    mask token (a masked prompt position would be decoded too)."""
+    ids = torch.randint(7, vocab, (batch, length), generator=generator)
+    return ids.masked_fill(ids == mask_id, 7)
 
 
 def _add_row(table: Table, row: tuple[str, ...]) -> None:
@@ -312,7 +322,7 @@ def speed_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Tabl
     device = next(model.parameters()).device
     for gen_length in args.gen_lengths:
         for batch in args.batch_sizes:
-            ids = torch.randint(7, vocab, (batch, args.prompt_length), generator=g).to(device)
+            ids = random_prompts(batch, args.prompt_length, vocab, mask_id, g).to(device)
             attn = torch.ones_like(ids)
             attn[0, : args.prompt_length // 2] = 0  # one left-padded row, as in real batches
             base = None
@@ -422,7 +432,8 @@ def profile_mode(args: argparse.Namespace, loaded: Any, mode: str) -> None:
 
     model, mask_id = loaded.model, loaded.spec.mask_token_id
     gen_length, batch = args.gen_lengths[0], args.batch_sizes[0]
-    ids = torch.randint(7, model.config.vocab_size, (batch, args.prompt_length))
+    vocab, device = model.config.vocab_size, next(model.parameters()).device
+    ids = random_prompts(batch, args.prompt_length, vocab, mask_id, torch.Generator()).to(device)
     config = mode_config(mode, gen_length, args.threshold)
     sample(model, ids, config=config, mask_id=mask_id)  # warm-up
     with profile() as prof:
@@ -432,8 +443,8 @@ def profile_mode(args: argparse.Namespace, loaded: Any, mode: str) -> None:
     print(f"One forward (no cache), batch {batch}, median of 5:")
     with torch.no_grad():
         for length in (32, 64, 128, args.prompt_length + gen_length):
-            chunk = torch.full((batch, length), 7)
-            secs, _ = timed(partial(model, input_ids=chunk), 5)
+            chunk = torch.full((batch, length), 7, device=device)
+            secs, _ = timed(partial(model, input_ids=chunk), 5, device)
             print(f"  {length:4d} positions: {1000 * secs:7.2f} ms")
 
 
@@ -480,7 +491,9 @@ def main() -> None:
         "--train-semi-ar", type=float, default=0.5, help="share of block-wise masked rows"
     )
     parser.add_argument("--train-steps", type=int, default=600)
-    parser.add_argument("--train-model", default="tiny-xs-base", help="built-in model for --train")
+    parser.add_argument(
+        "--train-model", default="tiny-xs-base", help="built-in tiny name or checkpoint to continue"
+    )
     parser.add_argument("--train-lr", type=float, default=1e-3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

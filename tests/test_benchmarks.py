@@ -74,3 +74,12 @@ def test_graded_credit_reads_each_tasks_partial_score() -> None:
     wrong_units = ex.answer[:-1] + str((int(ex.answer[-1]) + 1) % 10)
     assert bench.graded_credit(task.score(f"<answer>{wrong_units}</answer>", ex)) == 0.75
     assert bench.graded_credit(Score(1.0, "x", {})) == 1.0
+
+
+def test_random_prompts_never_hold_the_mask_token() -> None:
+    import torch
+
+    bench = _load("sampling.py")
+    ids = bench.random_prompts(64, 32, 12, 9, torch.Generator().manual_seed(0))
+    assert ids.shape == (64, 32) and int(ids.min()) >= 7 and int(ids.max()) < 12
+    assert not (ids == 9).any() and (ids == 8).any() and (ids == 10).any()
