@@ -126,6 +126,36 @@ class ForwardSample:
     p_mask: torch.Tensor
 
 
+def _masking_probability(
+    input_ids: torch.Tensor,
+    generator: torch.Generator | None,
+    eps: float,
+    t: float | torch.Tensor | None,
+) -> torch.Tensor:
+    """Per-sequence `p = (1 - eps) * t + eps` [B], with `t ~ U(0, 1)` drawn from `generator`
+    when not given (one [B] draw); checks `input_ids` is [B, L], `eps` and `t`."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [B, L]; got shape {list(input_ids.shape)}.")
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must lie in [0, 1); got {eps} (LLaDA uses 1e-3).")
+    batch = input_ids.shape[0]
+    device = input_ids.device
+    if t is None:
+        t_vec = _uniform((batch,), generator, device)
+    elif isinstance(t, torch.Tensor):
+        t_vec = t.detach().to(device=device, dtype=torch.float32)
+        if t_vec.dim() == 0:
+            t_vec = t_vec.expand(batch)
+        if t_vec.shape != (batch,):
+            raise ValueError(f"t must be a float or a [{batch}] tensor; got {list(t.shape)}.")
+    else:
+        t_vec = torch.full((batch,), float(t), dtype=torch.float32, device=device)
+    if bool(((t_vec < 0) | (t_vec > 1) | torch.isnan(t_vec)).any()):
+        raise ValueError("t must lie in [0, 1].")
+    # The clamp only absorbs float32 rounding at t = 1 (0.999 + 0.001 may round above 1).
+    return ((1.0 - eps) * t_vec + eps).clamp(max=1.0)
+
+
 def forward_process(
     input_ids: torch.Tensor,
     response_mask: torch.Tensor,
@@ -156,26 +186,7 @@ def forward_process(
     Returns:
         A `ForwardSample` (noisy ids, masked positions, per-sequence `p_mask`).
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be [B, L]; got shape {list(input_ids.shape)}.")
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"eps must lie in [0, 1); got {eps} (LLaDA uses 1e-3).")
-    batch = input_ids.shape[0]
-    device = input_ids.device
-    if t is None:
-        t_vec = _uniform((batch,), generator, device)
-    elif isinstance(t, torch.Tensor):
-        t_vec = t.detach().to(device=device, dtype=torch.float32)
-        if t_vec.dim() == 0:
-            t_vec = t_vec.expand(batch)
-        if t_vec.shape != (batch,):
-            raise ValueError(f"t must be a float or a [{batch}] tensor; got {list(t.shape)}.")
-    else:
-        t_vec = torch.full((batch,), float(t), dtype=torch.float32, device=device)
-    if bool(((t_vec < 0) | (t_vec > 1) | torch.isnan(t_vec)).any()):
-        raise ValueError("t must lie in [0, 1].")
-    # The clamp only absorbs float32 rounding at t = 1 (0.999 + 0.001 may round above 1).
-    p_mask = ((1.0 - eps) * t_vec + eps).clamp(max=1.0)
+    p_mask = _masking_probability(input_ids, generator, eps, t)
     noisy_ids, is_masked = mask_tokens(
         input_ids, response_mask, p_mask, mask_id=mask_id, generator=generator
     )
@@ -227,21 +238,15 @@ def blockwise_forward_process(
     Returns:
         A `ForwardSample` whose `p_mask` is [B, L] (p / n at every response position).
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be [B, L]; got shape {list(input_ids.shape)}.")
     if block_length < 1:
         raise ValueError(f"block_length must be >= 1; got {block_length}.")
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"eps must lie in [0, 1); got {eps} (LLaDA uses 1e-3).")
     response = response_mask.to(torch.bool)
-    batch, length = input_ids.shape
-    device = input_ids.device
     resp_len = response.sum(dim=1)
     if bool((resp_len == 0).any()):
         raise ValueError("Every sequence needs at least one response position.")
-    t_vec = _as_prob(_uniform((batch,), generator, device) if t is None else t, input_ids, "t")
-    t_vec = t_vec.reshape(-1).expand(batch) if t_vec.numel() == 1 else t_vec.reshape(batch)
-    p = ((1.0 - eps) * t_vec + eps).clamp(max=1.0)
+    p = _masking_probability(input_ids, generator, eps, t)
+    batch, length = input_ids.shape
+    device = input_ids.device
     n_blocks = (resp_len + block_length - 1) // block_length
     if block is None:
         u = _uniform((batch,), generator, device)
@@ -259,5 +264,5 @@ def blockwise_forward_process(
     _, is_masked = mask_tokens(input_ids, in_block, p, mask_id=mask_id, generator=generator)
     hidden = is_masked | after
     noisy_ids = torch.where(hidden, torch.full_like(input_ids, mask_id), input_ids)
-    p_tok = torch.where(response, (p / n_blocks)[:, None], torch.zeros_like(p)[:, None])
+    p_tok = torch.where(response, (p / n_blocks)[:, None], 0.0)
     return ForwardSample(noisy_ids=noisy_ids, is_masked=is_masked, p_mask=p_tok)

@@ -105,13 +105,13 @@ class AdditionProblem:
         at fixed distances from it, and the answer is the lines' last digits, bottom up."""
         label = len(str(self.width))
         total_width = len(str(10 * len(self.operands) - 1))  # digits <= 9 each, carry < n
-        lines, carry = [], 0
-        for col in range(self.width):
-            column = [n // 10**col % 10 for n in self.operands]
-            total = sum(column) + carry
-            terms = "+".join(str(d) for d in [*column, carry])
+        steps = column_steps(self.operands)
+        zeros = [0] * len(self.operands)
+        lines = []
+        for col in range(self.width):  # columns past the sum's own length are all zeros
+            column, carry_in, total, _ = steps[col] if col < len(steps) else ([], 0, 0, 0)
+            terms = "+".join(str(d) for d in [*(column or zeros), carry_in])
             lines.append(f"c{col + 1:0{label}d}:{terms}={total:0{total_width}d}")
-            carry = total // 10
         return "\n".join(lines)
 
     def demonstration(self, *, reasoning: bool = True, fixed_width: bool = False) -> str:
