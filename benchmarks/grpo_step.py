@@ -21,7 +21,7 @@ memory grows with mu; ours does not.
 `--demo` is the long version of the end-to-end test: briefly SFT the tiny model on a generated
 toy task, then diffu-GRPO, printing the reward per generation batch.
 
-Rollouts with the fast sampler (`d1.sampling_fast`: `--sampler fast`, `--cache`, `--threshold`)
+Rollouts with the fast sampler (`d1.sampling.fast`: `--sampler fast`, `--cache`, `--threshold`)
 replace the reference sampler in every configuration. `--compare` runs each mu twice, reference
 rollouts then fast ones (same prompts, G, mu and seeds), and prints the step time split into
 rollout and update (old log-probs + forward + backward) with the fast rollouts' speed-up, e.g.
@@ -111,7 +111,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
         block_length=args.block_length,
         steps=args.steps,
         temperature=0.9,
-        sampler=args.sampler,
+        name=args.sampler,
         cache=args.cache if args.sampler == "fast" else None,
         threshold=args.threshold if args.sampler == "fast" else None,
     )
@@ -405,9 +405,9 @@ def demo(args: argparse.Namespace) -> None:
             f"train.seed={args.seed}",
             "grpo.num_generations=4",
             "grpo.num_iterations=2",
-            "grpo.max_completion_length=8",
-            "grpo.block_length=8",
-            "grpo.diffusion_steps=4",
+            "grpo.sampler.gen_length=8",
+            "grpo.sampler.block_length=8",
+            "grpo.sampler.steps=4",
             "grpo.temperature=1.0",
             "grpo.beta=0.0",
             "grpo.epsilon=0.2",

@@ -1,7 +1,7 @@
 """LLaDA's reference sampler vs fast sampling (Fast-dLLM): tokens/s and accuracy.
 
-Modes (SPEC 2 "Faster samplers"; `d1.sampling_fast`):
-  reference  `d1.sampling.generate`, one full forward per step
+Modes (`d1.sampling`: `SamplerConfig(name=..., cache=..., threshold=...)`):
+  reference  LLaDA's sampler (`d1.sampling.reference`), one full forward per step
   prefix     block KV cache, prefix only (the block and the suffix are recomputed)
   dual       block KV cache, prefix and suffix (the block only is recomputed)
   threshold  confidence-threshold parallel decoding, no cache
@@ -231,10 +231,10 @@ def mode_config(mode: str, gen_length: int, threshold: float) -> SamplerConfig:
     base = SamplerConfig.for_eval(gen_length, block_length=min(32, gen_length))
     settings: dict[str, dict[str, Any]] = {
         "reference": {},
-        "prefix": {"sampler": "fast", "cache": "prefix"},
-        "dual": {"sampler": "fast", "cache": "dual"},
-        "threshold": {"sampler": "fast", "cache": "none", "threshold": threshold},
-        "both": {"sampler": "fast", "cache": "dual", "threshold": threshold},
+        "prefix": {"name": "fast", "cache": "prefix"},
+        "dual": {"name": "fast", "cache": "dual"},
+        "threshold": {"name": "fast", "cache": "none", "threshold": threshold},
+        "both": {"name": "fast", "cache": "dual", "threshold": threshold},
     }
     if mode not in settings:
         raise ValueError(f"Unknown mode {mode!r}; choose from {', '.join(MODES)}.")

@@ -38,7 +38,7 @@ def test_sampling_benchmark_quick_prints_every_mode() -> None:
 def test_sampling_benchmark_modes_are_the_documented_samplers() -> None:
     bench = _load("sampling.py")
     ref = bench.mode_config("reference", 256, 0.9)
-    assert (ref.sampler, ref.gen_length, ref.block_length, ref.steps, ref.temperature) == (
+    assert (ref.name, ref.gen_length, ref.block_length, ref.num_steps, ref.temperature) == (
         "reference",
         256,
         32,
@@ -46,7 +46,7 @@ def test_sampling_benchmark_modes_are_the_documented_samplers() -> None:
         0.0,
     )
     both = bench.mode_config("both", 256, 0.9)
-    assert (both.sampler, both.cache, both.threshold) == ("fast", "dual", 0.9)
+    assert (both.name, both.cache, both.threshold) == ("fast", "dual", 0.9)
     assert bench.mode_config("threshold", 128, 0.8).cache == "none"
     assert bench.mode_config("both@0.95", 256, 0.9).threshold == 0.95
     with pytest.raises(ValueError, match="@THRESHOLD"):

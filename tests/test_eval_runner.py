@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from d1.config import ConfigError, load_config
 from d1.evaluation.runner import EvalConfig, effective_tokens, evaluate_model
-from d1.tasks import Example, Score, Task
+from d1.sampling import SamplerConfig
+from d1.tasks import Example, Score, Task, register_task
 
 
 class ToyTask(Task):
@@ -35,6 +37,9 @@ class ToyTask(Task):
         return Score(correct=float(example.answer in completion), parsed=completion[:1] or None)
 
 
+register_task("toy", f"{__name__}:ToyTask")  # a known name, so EvalConfig validates it
+
+
 @pytest.fixture(scope="module")
 def varied_model(tiny_model_factory):
     """A private tiny model with large random weights, so completions depend on the prompt."""
@@ -45,8 +50,9 @@ def varied_model(tiny_model_factory):
     return model.eval()
 
 
-def _run(model, tokenizer, **kw):
-    cfg = EvalConfig(model="toy-model", tasks=("toy",), gen_lengths=(16,), block_length=8, **kw)
+def _run(model, tokenizer, temperature=0.0, **kw):
+    sampler = SamplerConfig.for_eval(16, block_length=8, temperature=temperature)
+    cfg = EvalConfig(model="toy-model", tasks=("toy",), gen_lengths=(16,), sampler=sampler, **kw)
     return evaluate_model(model, tokenizer, cfg, mask_id=tokenizer.mask_token_id, tasks=[ToyTask()])
 
 
@@ -104,20 +110,40 @@ def test_outputs_written_and_consistent(varied_model, tokenizer, tmp_path: Path)
 def test_sampler_defaults_follow_d1() -> None:
     cfg = EvalConfig()
     s = cfg.sampler_config(256)
-    assert (s.gen_length, s.block_length, s.steps, s.temperature) == (256, 32, 128, 0.0)
+    assert (s.gen_length, s.block_length, s.num_steps, s.temperature) == (256, 32, 128, 0.0)
+    assert cfg.sampler_config(128).num_steps == 64 and cfg.sampler_config(512).num_steps == 256
     assert cfg.gen_lengths == (128, 256, 512) and cfg.split == "test"
-    assert EvalConfig(gen_lengths=(128, 256), steps=(32, 64)).sampler_config(256).steps == 64
-    with pytest.raises(ValueError, match="one per gen length"):
-        EvalConfig(gen_lengths=(128, 256), steps=(1, 2, 3))
+    # One explicit steps value applies to every length; each length is validated.
+    fixed = EvalConfig(gen_lengths=(128, 256), sampler=SamplerConfig(gen_length=None, steps=64))
+    assert [fixed.sampler_config(g).num_steps for g in (128, 256)] == [64, 64]
+    twelve = SamplerConfig(gen_length=None, steps=12)
+    with pytest.raises(ConfigError, match=r"sampler\.steps.*at gen length 256.*number of blocks"):
+        EvalConfig(gen_lengths=(128, 256), sampler=twelve)
+    assert EvalConfig(gen_lengths=(128,), sampler=twelve).sampler_config(128).num_steps == 12
 
 
-def test_parse_task_options() -> None:
-    from d1.evaluation.runner import parse_task_options
-
-    opts = parse_task_options(["sudoku.prompt_style=compact", "sudoku.blanks=[6, 10]", "x.n=3"])
-    assert opts == {"sudoku": {"prompt_style": "compact", "blanks": [6, 10]}, "x": {"n": 3}}
-    with pytest.raises(ValueError, match=r"TASK\.KEY=VALUE"):
-        parse_task_options(["prompt_style=compact"])
+def test_eval_config_from_yaml_and_keyed_errors(tmp_path: Path) -> None:
+    path = tmp_path / "ev.yaml"
+    path.write_text(
+        "model: tiny-xs\ntasks: [sudoku]\ngen_lengths: [64]\n"
+        "sampler: {name: fast, cache: dual, threshold: 0.95}\n"
+    )
+    cfg = load_config(EvalConfig, path)
+    assert (cfg.sampler.name, cfg.sampler.cache, cfg.sampler.threshold) == ("fast", "dual", 0.95)
+    assert cfg.sampler_config(64).generate_kwargs()["threshold"] == 0.95
+    cases = {
+        "sampler.threshold=1.5": r"'sampler\.threshold'.*\(0, 1\]",
+        "sampler.thresold=0.9": r"'sampler\.thresold': unknown key.*Did you mean 'sampler\.threshold'",
+        "sampler.name=reference": r"'sampler\.(cache|threshold)'.*no .* setting",
+        "sampler.gen_length=32": r"'sampler\.gen_length'.*set gen_lengths",
+        "steps=16": r"'steps': this key moved: write sampler\.steps=16",
+        "tasks=[bogus]": r"'tasks'.*unknown task 'bogus'",
+        "gen_lengths=[0]": r"'gen_lengths'.*positive",
+        "sampler=fast": r"expected a section.*write sampler\.name=fast",
+    }
+    for override, match in cases.items():
+        with pytest.raises(ConfigError, match=match):
+            load_config(EvalConfig, path, [override])
 
 
 def test_eval_cli_end_to_end_on_a_builtin_model(tmp_path: Path) -> None:

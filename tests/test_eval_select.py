@@ -10,7 +10,8 @@ import torch
 
 from d1.evaluation.runner import EvalConfig
 from d1.evaluation.select import SelectConfig, find_checkpoints, select_checkpoint
-from d1.tasks import Example, Score, Task
+from d1.sampling import SamplerConfig
+from d1.tasks import Example, Score, Task, register_task
 
 
 class SpyTask(Task):
@@ -34,6 +35,9 @@ class SpyTask(Task):
 
     def score(self, completion, example):
         return Score(correct=float(bool(completion) and ord(completion[0]) % 2 == 0), parsed=None)
+
+
+register_task("spy", f"{__name__}:SpyTask")  # a known name, so EvalConfig validates it
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,8 @@ def _loader(path, cfg):
 
 
 def _cfg(run_dir: Path, **kw) -> SelectConfig:
-    ev = EvalConfig(tasks=("spy",), gen_lengths=(8,), block_length=8, batch_size=4)
+    sampler = SamplerConfig.for_eval(None, block_length=8)
+    ev = EvalConfig(tasks=("spy",), gen_lengths=(8,), sampler=sampler, batch_size=4)
     return SelectConfig(run_dir=str(run_dir), eval=ev, **kw)
 
 

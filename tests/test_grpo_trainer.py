@@ -72,10 +72,10 @@ def _tiny_overrides(out: Path, **extra: str) -> list[str]:
         "train.progress": "'off'",
         "grpo.num_generations": "4",
         "grpo.num_iterations": "2",
-        "grpo.max_completion_length": "8",
-        "grpo.block_length": "8",
-        "grpo.diffusion_steps": "4",
-        "grpo.temperature": "1.0",
+        "grpo.sampler.gen_length": "8",
+        "grpo.sampler.block_length": "8",
+        "grpo.sampler.steps": "4",
+        "grpo.sampler.temperature": "1.0",
         "grpo.log_completions_steps": "2",
         "optim.learning_rate": "1e-3",
         "optim.max_grad_norm": "1.0",
@@ -92,8 +92,9 @@ def test_paper_defaults() -> None:
     cfg = GRPOConfig()
     g = cfg.grpo
     assert (g.num_generations, g.num_iterations, g.p_mask_prompt) == (6, 12, 0.15)
-    assert (g.epsilon, g.beta, g.temperature, g.scale_rewards) == (0.5, 0.04, 0.9, "none")
-    assert (g.max_completion_length, g.block_length, g.diffusion_steps) == (256, 32, 128)
+    assert (g.epsilon, g.beta, g.sampler.temperature, g.scale_rewards) == (0.5, 0.04, 0.9, "none")
+    assert (g.sampler.gen_length, g.sampler.block_length, g.sampler.steps) == (256, 32, 128)
+    assert g.sampler.name == "reference"
     assert g.max_prompt_length == 200
     o = cfg.optim
     assert (o.learning_rate, o.adam_beta1, o.adam_beta2, o.weight_decay) == (3e-6, 0.9, 0.99, 0.1)
@@ -126,8 +127,8 @@ def test_config_errors_name_the_key() -> None:
             None,
             ["global_batch_size=null", "train.per_device_batch_size=4", "grpo.num_generations=6"],
         )
-    with pytest.raises(ConfigError, match="diffusion_steps"):
-        load_config(GRPOConfig, None, ["grpo.diffusion_steps=100"])
+    with pytest.raises(ConfigError, match=r"'grpo\.sampler\.steps'.*multiple of the number"):
+        load_config(GRPOConfig, None, ["grpo.sampler.steps=100"])
     with pytest.raises(ConfigError, match="tasks"):
         load_config(GRPOConfig, None, ["tasks=[{name: nope}]"])
 

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from d1.sampling import (
     SamplerConfig,
-    chat_prompt,
     check_schedule,
     completion_stop_ids,
     decode_completions,
@@ -25,8 +24,8 @@ from d1.sampling import (
     register_sampler,
     sample,
     sampler_names,
-    show_tokens,
 )
+from d1.sft.data import render_chat_prompt
 
 VOCAB = 24
 MASK = 23
@@ -453,10 +452,12 @@ def test_sampled_distribution_follows_softmax(temperature, offset) -> None:
 
 def test_sampler_config_presets_and_dispatch() -> None:
     cfg = SamplerConfig()
-    assert (cfg.gen_length, cfg.block_length, cfg.steps, cfg.temperature) == (256, 32, 128, 0.0)
-    assert (cfg.cfg_scale, cfg.remasking, cfg.sampler) == (0.0, "low_confidence", "reference")
+    assert (cfg.gen_length, cfg.block_length, cfg.steps, cfg.temperature) == (256, 32, None, 0.0)
+    assert cfg.num_steps == 128  # null steps: gen_length / 2, d1's two tokens per step
+    assert (cfg.cfg_scale, cfg.remasking, cfg.name) == (0.0, "low_confidence", "reference")
     ev = SamplerConfig.for_eval(512)
-    assert (ev.gen_length, ev.block_length, ev.steps, ev.temperature) == (512, 32, 256, 0.0)
+    assert (ev.gen_length, ev.block_length, ev.num_steps, ev.temperature) == (512, 32, 256, 0.0)
+    assert ev.for_length(128).num_steps == 64 and ev.for_length(16).block_length == 16
     ro = SamplerConfig.for_rollouts()
     assert (ro.gen_length, ro.block_length, ro.steps, ro.temperature) == (256, 32, 128, 0.9)
     assert "reference" in sampler_names()
@@ -485,10 +486,12 @@ def test_sampler_config_presets_and_dispatch() -> None:
         return input_ids
 
     register_sampler("test-fake", fake)
-    sample(model, ids, attn, config=SamplerConfig(sampler="test-fake"), mask_id=MASK)
+    sample(model, ids, attn, config=SamplerConfig(name="test-fake"), mask_id=MASK)
     assert seen["steps"] == 128 and seen["mask_id"] == MASK
-    with pytest.raises(ValueError, match="Unknown sampler"):
-        sample(model, ids, attn, config=SamplerConfig(sampler="nope"), mask_id=MASK)
+    # Only the options a sampler declares are passed (the fake declares none).
+    assert not {"cache", "threshold", "early_exit"} & set(seen)
+    with pytest.raises(ValueError, match="unknown sampler 'nope'"):
+        SamplerConfig(name="nope")
 
 
 @pytest.mark.parametrize(
@@ -566,20 +569,13 @@ def test_decode_completions_cuts_at_stop_tokens(tokenizer) -> None:
     assert decode_completions(tokenizer, torch.tensor([rows[1]]), stop_ids=[eos]) == ["x yz"]
 
 
-def test_chat_prompt_and_show_tokens(tokenizer) -> None:
-    text = chat_prompt(tokenizer, "hi")
-    assert text.startswith("<|startoftext|>") and "hi" in text
-    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
-    assert chat_prompt(tokenizer, "hi", chat=False) == "hi"
-    ids = tokenizer("a\nb", add_special_tokens=False)["input_ids"]
-    mask = tokenizer.mask_token_id
-    assert show_tokens(tokenizer, [*ids, mask, mask], mask) == "a⏎b░░"
-
-
 def test_generate_text(tiny_model_factory, tokenizer) -> None:
     model = tiny_model_factory("tiny-xs", 3)
     mask_id = tokenizer.mask_token_id
-    prompts = [chat_prompt(tokenizer, q) for q in ("What is 2+2?", "hi", "Name a colour.")]
+    prompts = [
+        render_chat_prompt(tokenizer, q, system_prompt=False)
+        for q in ("What is 2+2?", "hi", "Name a colour.")
+    ]
     config = SamplerConfig(gen_length=16, block_length=8, steps=8)
     texts = generate_text(model, tokenizer, prompts, config=config, mask_id=mask_id)
     # Same as the pieces composed by hand...

@@ -11,11 +11,15 @@ import torch
 from d1.models import LLaDAConfig, LLaDAModelLM
 from d1.models.modeling_llada import LLaDAKVCache
 from d1.models.tiny import init_weights_
-from d1.sampling import SamplerConfig, generate, left_pad, sample, sampler_names
-from d1.sampling_fast import (
+from d1.sampling import (
+    SamplerConfig,
     SamplingStats,
     cache_model,
+    generate,
     generate_fast,
+    left_pad,
+    sample,
+    sampler_names,
     select_above_threshold,
 )
 
@@ -195,8 +199,8 @@ def test_threshold_one_no_cache_is_reference_one_token_per_step(remasking, tempe
 
 
 @pytest.mark.parametrize("cache", CACHES)
-def test_threshold_zero_is_one_step_per_block_in_every_cache_mode(cache) -> None:
-    # Every confidence exceeds 0: each block is decoded in its first step, which with a cache
+def test_tiny_threshold_is_one_step_per_block_in_every_cache_mode(cache) -> None:
+    # Every confidence exceeds 1e-12 (vocabulary of 40): each block is decoded in its first step, which with a cache
     # is the refresh (an exact full forward): the reference with steps = number of blocks.
     model = _llada(6)
     ids, attn = _padded(6, [5, 1, 3])
@@ -204,7 +208,7 @@ def test_threshold_zero_is_one_step_per_block_in_every_cache_mode(cache) -> None
     kwargs = dict(gen_length=12, block_length=4, mask_id=MASK)
     ref = generate(model, ids, attn, steps=3, **kwargs)
     fast = generate_fast(
-        model, ids, attn, steps=12, cache=cache, threshold=0.0, stats=stats, **kwargs
+        model, ids, attn, steps=12, cache=cache, threshold=1e-12, stats=stats, **kwargs
     )
     assert torch.equal(fast, ref)
     assert stats.steps == 3 and stats.full_forwards == 3 and stats.cached_forwards == 0
@@ -490,25 +494,27 @@ def test_sampler_config_and_registry() -> None:
         return generate_fast(model, ids, attn, mask_id=MASK, generator=_gen(4), **base, **kw)
 
     # "fast" defaults to the dual cache with the fixed schedule.
-    assert torch.equal(run(SamplerConfig(sampler="fast", **base)), direct(cache="dual"))
-    cfg = SamplerConfig(sampler="fast", cache="prefix", threshold=0.9, **base)
+    assert torch.equal(run(SamplerConfig(name="fast", **base)), direct(cache="dual"))
+    cfg = SamplerConfig(name="fast", cache="prefix", threshold=0.9, **base)
     assert torch.equal(run(cfg), direct(cache="prefix", threshold=0.9))
     assert cfg.generate_kwargs()["cache"] == "prefix"
     assert torch.equal(
-        run(SamplerConfig(sampler="fast", cache="none", **base)),
+        run(SamplerConfig(name="fast", cache="none", **base)),
         run(SamplerConfig(**base)),
     )
     # The reference sampler never receives fast options; "none" is its own mode.
     kw = SamplerConfig(cache="none", **base).generate_kwargs()
     assert "cache" not in kw and "threshold" not in kw
-    with pytest.raises(ValueError, match="use sampler='fast'"):
+    with pytest.raises(ValueError, match="use name='fast'"):
         SamplerConfig(cache="dual")
-    with pytest.raises(ValueError, match="use sampler='fast'"):
+    with pytest.raises(ValueError, match="use name='fast'"):
         SamplerConfig(threshold=0.9)
+    with pytest.raises(ValueError, match="use name='fast'"):
+        SamplerConfig(early_exit=True)
     with pytest.raises(ValueError, match="Unknown cache"):
-        SamplerConfig(sampler="fast", cache="both")
+        SamplerConfig(name="fast", cache="both")
     with pytest.raises(ValueError, match="threshold must be in"):
-        SamplerConfig(sampler="fast", threshold=-0.1)
+        SamplerConfig(name="fast", threshold=-0.1)
 
 
 def test_cli_generate_fast() -> None:

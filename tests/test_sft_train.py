@@ -44,9 +44,9 @@ def test_tiny_sft_on_sudoku_learns(tmp_path):
             "optim.warmup_steps=10",
             "optim.weight_decay=0.0",
             "eval_generation.num_examples=32",
-            "eval_generation.gen_length=64",
-            "eval_generation.block_length=64",
-            "eval_generation.steps=32",
+            "eval_generation.sampler.gen_length=64",
+            "eval_generation.sampler.block_length=64",
+            "eval_generation.sampler.steps=32",
             "eval_generation.batch_size=32",
         ],
     )

@@ -32,23 +32,183 @@ def _csv_list(value: str | None, cast: type = str) -> list:
     return [cast(v.strip()) for v in value.split(",") if v.strip()]
 
 
+_OVERRIDES_HELP = "key=value overrides, e.g. optim.learning_rate=1e-5 train.max_steps=100."
+_PRINT_CONFIG_HELP = "Validate, print the resolved config and exit."
+
+# ----------------------------------------------------------------------------- sampler flags
+# The same sampler flags on `eval`, `select` and `generate`; each one sets a key of the
+# `sampler` section (`d1.sampling.SamplerConfig`), validated with the rest of the config.
+SAMPLER_CHOICES = "reference | fast"  # tests check this against d1.sampling.sampler_names()
+_SAMPLER_OPT = typer.Option(
+    None,
+    "--sampler",
+    help=f"Sampler: {SAMPLER_CHOICES} (fast: Fast-dLLM's KV cache and threshold decoding).",
+)
+_BLOCK_OPT = typer.Option(None, "--block-length", help="Sampler block length (d1: 32).")
+_STEPS_OPT = typer.Option(
+    None, "--steps", help="Sampler steps for the whole completion (default: gen_length / 2)."
+)
+_TEMPERATURE_OPT = typer.Option(None, "--temperature", help="Sampling temperature (0: greedy).")
+_CFG_OPT = typer.Option(None, "--cfg-scale", help="Classifier-free guidance scale (0: off).")
+_REMASKING_OPT = typer.Option(None, "--remasking", help="low_confidence | random.")
+_SAMPLER_OPTION_OPT = typer.Option(
+    [],
+    "--sampler-option",
+    help="KEY=VALUE sampler setting, repeatable or comma-separated, e.g. "
+    "--sampler-option cache=dual,threshold=0.95 (keys: those of the `sampler` section: cache, "
+    "threshold, early_exit, ...).",
+)
+
+
+def _sampler_values(
+    prefix: str,
+    *,
+    sampler: str | None,
+    block_length: int | None,
+    steps: int | None,
+    temperature: float | None,
+    cfg_scale: float | None,
+    remasking: str | None,
+    options: list[str],
+) -> dict[str, Any]:
+    """{dotted key: value} for the sampler flags that were given (under `prefix`)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for key, value in (
+        ("name", sampler),
+        ("block_length", block_length),
+        ("steps", steps),
+        ("temperature", temperature),
+        ("cfg_scale", cfg_scale),
+        ("remasking", remasking),
+    ):
+        if value is not None:
+            values[f"{prefix}{key}"] = value
+    for item in options:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            key, sep, raw = part.partition("=")
+            if not sep or not key.strip():
+                raise typer.BadParameter(
+                    f"--sampler-option expects KEY=VALUE (e.g. cache=dual); got {part!r}."
+                )
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+            values[f"{prefix}{key.strip()}"] = value
+    return values
+
+
+def _kv_items(items: list[str], flag: str, example: str) -> list[tuple[str, str]]:
+    """Split repeated `A=B` flag values into pairs (error naming the flag otherwise)."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{flag} expects {example}; got {item!r}.")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _fail(error: Exception) -> None:
+    """A known failure: one message on stderr, exit 2 (no traceback)."""
+    typer.echo(f"Error: {error}", err=True)
+    raise typer.Exit(2) from None
+
+
+def _eval_values(
+    *,
+    model: str | None,
+    tasks: str | None,
+    gen_lengths: str | None,
+    seeds: str | None,
+    split: str | None,
+    limit: int | None,
+    batch_size: int | None,
+    data: list[str],
+    task_option: list[str],
+    data_seed: int | None,
+    dtype: str | None,
+    device: str | None,
+    trust_remote_code: bool | None,
+    out: str | None,
+    sampler_values: dict[str, Any],
+) -> dict[str, Any]:
+    """{dotted key of EvalConfig: value} for the eval flags that were given."""
+    import yaml
+
+    def scalar(text: str) -> Any:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+    values: dict[str, Any] = {}
+    for key, value in (
+        ("model", model),
+        ("split", split),
+        ("limit", limit),
+        ("batch_size", batch_size),
+        ("data_seed", data_seed),
+        ("dtype", dtype),
+        ("device", device),
+        ("trust_remote_code", trust_remote_code),
+        ("out", out),
+    ):
+        if value is not None:
+            values[key] = value
+    for key, text in (("tasks", tasks), ("gen_lengths", gen_lengths), ("seeds", seeds)):
+        if text is not None:
+            values[key] = [scalar(v.strip()) for v in text.split(",") if v.strip()]
+    for task, path in _kv_items(data, "--data", "TASK=PATH"):
+        values[f"data_paths.{task}"] = path
+    for key, raw in _kv_items(task_option, "--task-option", "TASK.KEY=VALUE"):
+        task, dot, name = key.partition(".")
+        if not dot or not task or not name:
+            raise typer.BadParameter(
+                f"--task-option expects TASK.KEY=VALUE (e.g. sudoku.prompt_style=compact); "
+                f"got {key}={raw!r}."
+            )
+        values[f"task_options.{task}.{name}"] = scalar(raw) if raw else None
+    values.update(sampler_values)
+    return values
+
+
+_EVAL_CONFIG_HELP = "YAML eval config (configs/eval/NAME.yaml); flags and KEY=VALUE override it."
+_EVAL_OVERRIDES_HELP = "KEY=VALUE overrides of the eval config, e.g. sampler.threshold=0.95."
+
+
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(..., "--model", help="Built-in name, checkpoint folder or hub id."),
-    tasks: str = typer.Option("gsm8k,math500,countdown,sudoku", help="Comma-separated tasks."),
-    gen_lengths: str = typer.Option("128,256,512", help="Comma-separated generation lengths."),
-    seeds: str = typer.Option("0", help="Sampling seeds (only matter with temperature > 0)."),
-    split: str = typer.Option("test", help="test | validation."),
-    limit: int | None = typer.Option(None, help="Evaluate the first N examples per task."),
-    batch_size: int = typer.Option(8, help="Prompts per batch (results do not depend on it)."),
-    block_length: int = typer.Option(32, help="Sampler block length (d1: 32)."),
-    steps: str | None = typer.Option(
-        None, help="Steps per gen length (comma list, or one value); default gen_length / 2."
+    overrides: list[str] | None = typer.Argument(None, help=_EVAL_OVERRIDES_HELP),
+    config: str | None = typer.Option(None, "--config", "-c", help=_EVAL_CONFIG_HELP),
+    model: str | None = typer.Option(
+        None, "--model", help="Built-in name, checkpoint folder or hub id."
     ),
-    temperature: float = typer.Option(0.0, help="Sampling temperature (d1 evaluation: 0)."),
-    cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
-    remasking: str = typer.Option("low_confidence", help="low_confidence | random."),
-    sampler: str = typer.Option("reference", help="Registered sampler name."),
+    tasks: str | None = typer.Option(
+        None, help="Comma-separated tasks (default: gsm8k,math500,countdown,sudoku)."
+    ),
+    gen_lengths: str | None = typer.Option(
+        None, help="Comma-separated generation lengths (default: 128,256,512)."
+    ),
+    seeds: str | None = typer.Option(
+        None, help="Sampling seeds (only matter with temperature > 0; default: 0)."
+    ),
+    split: str | None = typer.Option(None, help="test (default) | validation."),
+    limit: int | None = typer.Option(None, help="Evaluate the first N examples per task."),
+    batch_size: int | None = typer.Option(
+        None, help="Prompts per batch (results do not depend on it; default 8)."
+    ),
+    sampler: str | None = _SAMPLER_OPT,
+    block_length: int | None = _BLOCK_OPT,
+    steps: int | None = _STEPS_OPT,
+    temperature: float | None = _TEMPERATURE_OPT,
+    cfg_scale: float | None = _CFG_OPT,
+    remasking: str | None = _REMASKING_OPT,
+    sampler_option: list[str] = _SAMPLER_OPTION_OPT,
     data: list[str] = typer.Option(
         [], "--data", help="TASK=PATH: a local data file for a task (repeatable)."
     ),
@@ -57,51 +217,56 @@ def eval_command(
         "--task-option",
         help="TASK.KEY=VALUE task constructor option, e.g. sudoku.prompt_style=compact.",
     ),
-    data_seed: int = typer.Option(42, help="Seed of the split's subsampling (fixed across runs)."),
-    dtype: str = typer.Option("auto", help="float32 | bfloat16 | float16 | auto."),
+    data_seed: int | None = typer.Option(
+        None, help="Seed of the split's subsampling (fixed across runs; default 42)."
+    ),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 | auto."),
     device: str | None = typer.Option(None, help="cpu | cuda | ... (default: cuda if available)."),
-    trust_remote_code: bool = typer.Option(False, help="Allow hub models' custom code."),
+    trust_remote_code: bool | None = typer.Option(
+        None, "--trust-remote-code/--no-trust-remote-code", help="Allow hub models' custom code."
+    ),
     out: str | None = typer.Option(None, help="Output folder (generations, summary)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    print_config: bool = typer.Option(False, "--print-config", help=_PRINT_CONFIG_HELP),
 ) -> None:
     """Evaluate a model on task splits: every generation to JSONL, summary as JSON + markdown."""
+    from d1.config import ConfigError, dump_config, load_config
     from d1.evaluation.progress import progress_bar
     from d1.evaluation.runner import EvalConfig, evaluate, summary_markdown
 
-    data_paths = {}
-    for item in data:
-        if "=" not in item:
-            raise typer.BadParameter(f"--data expects TASK=PATH, got {item!r}.")
-        k, v = item.split("=", 1)
-        data_paths[k.strip()] = v.strip()
-    from d1.evaluation.runner import parse_task_options
-
-    try:
-        task_options = parse_task_options(task_option)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    cfg = EvalConfig(
+    values = _eval_values(
         model=model,
-        tasks=tuple(_csv_list(tasks)),
-        gen_lengths=tuple(_csv_list(gen_lengths, int)),
-        seeds=tuple(_csv_list(seeds, int)),
+        tasks=tasks,
+        gen_lengths=gen_lengths,
+        seeds=seeds,
         split=split,
         limit=limit,
-        data_seed=data_seed,
-        data_paths=data_paths,
-        task_options=task_options,
         batch_size=batch_size,
-        block_length=block_length,
-        steps=tuple(_csv_list(steps, int)) if steps else None,
-        temperature=temperature,
-        cfg_scale=cfg_scale,
-        remasking=remasking,
-        sampler=sampler,
+        data=data,
+        task_option=task_option,
+        data_seed=data_seed,
         dtype=dtype,
         device=device,
         trust_remote_code=trust_remote_code,
         out=out,
+        sampler_values=_sampler_values(
+            "sampler.",
+            sampler=sampler,
+            block_length=block_length,
+            steps=steps,
+            temperature=temperature,
+            cfg_scale=cfg_scale,
+            remasking=remasking,
+            options=sampler_option,
+        ),
     )
+    try:
+        cfg = load_config(EvalConfig, config, overrides or [], values=values)
+    except ConfigError as e:
+        _fail(e)
+    if print_config:
+        typer.echo(dump_config(cfg), nl=False)
+        return
     with progress_bar("eval", enabled=progress) as bar:
         result = evaluate(cfg, progress=bar)
     typer.echo(summary_markdown(result.summary, cfg))
@@ -186,15 +351,31 @@ def score_command(
 @app.command("select")
 def select_command(
     run_dir: str = typer.Argument(..., help="A run folder holding checkpoint sub-folders."),
-    tasks: str = typer.Option(..., help="Comma-separated tasks to choose on."),
+    overrides: list[str] | None = typer.Argument(None, help=_EVAL_OVERRIDES_HELP),
+    config: str | None = typer.Option(None, "--config", "-c", help=_EVAL_CONFIG_HELP),
+    tasks: str | None = typer.Option(None, help="Comma-separated tasks to choose on."),
     metric: str = typer.Option("accuracy", help="Task metric to maximise (mean over tasks)."),
-    gen_lengths: str = typer.Option("256", help="Comma-separated generation lengths."),
+    gen_lengths: str | None = typer.Option(
+        None, help="Comma-separated generation lengths (default: 256)."
+    ),
+    seeds: str | None = typer.Option(None, help="Sampling seeds (temperature > 0 only)."),
     limit: int | None = typer.Option(None, help="Validation examples per task (default: all)."),
-    batch_size: int = typer.Option(8, help="Prompts per batch."),
-    block_length: int = typer.Option(32, help="Sampler block length."),
-    steps: str | None = typer.Option(None, help="Steps per gen length; default gen_length / 2."),
-    data_seed: int = typer.Option(42, help="Seed of the split's subsampling."),
-    dtype: str = typer.Option("auto", help="float32 | bfloat16 | float16 | auto."),
+    batch_size: int | None = typer.Option(None, help="Prompts per batch."),
+    sampler: str | None = _SAMPLER_OPT,
+    block_length: int | None = _BLOCK_OPT,
+    steps: int | None = _STEPS_OPT,
+    temperature: float | None = _TEMPERATURE_OPT,
+    cfg_scale: float | None = _CFG_OPT,
+    remasking: str | None = _REMASKING_OPT,
+    sampler_option: list[str] = _SAMPLER_OPTION_OPT,
+    data: list[str] = typer.Option(
+        [], "--data", help="TASK=PATH: a local data file for a task (repeatable)."
+    ),
+    task_option: list[str] = typer.Option(
+        [], "--task-option", help="TASK.KEY=VALUE task constructor option."
+    ),
+    data_seed: int | None = typer.Option(None, help="Seed of the split's subsampling."),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 | auto."),
     device: str | None = typer.Option(None, help="cpu | cuda | ..."),
     best_on_test: bool = typer.Option(
         False,
@@ -206,26 +387,118 @@ def select_command(
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Evaluate every checkpoint on the validation split and name the one to report."""
+    """Evaluate every checkpoint on the validation split and name the one to report.
+
+    Takes the same evaluation options as `d1 eval` (config file, flags, KEY=VALUE)."""
+    from d1.config import ConfigError, load_config
     from d1.evaluation.progress import progress_bar
     from d1.evaluation.runner import EvalConfig
     from d1.evaluation.select import SelectConfig, select_checkpoint, selection_markdown
 
-    ev = EvalConfig(
-        tasks=tuple(_csv_list(tasks)),
-        gen_lengths=tuple(_csv_list(gen_lengths, int)),
+    values = _eval_values(
+        model=run_dir,  # replaced by each checkpoint
+        tasks=tasks,
+        gen_lengths=gen_lengths,
+        seeds=seeds,
+        split=None,
         limit=limit,
-        data_seed=data_seed,
         batch_size=batch_size,
-        block_length=block_length,
-        steps=tuple(_csv_list(steps, int)) if steps else None,
+        data=data,
+        task_option=task_option,
+        data_seed=data_seed,
         dtype=dtype,
         device=device,
+        trust_remote_code=None,
+        out=None,
+        sampler_values=_sampler_values(
+            "sampler.",
+            sampler=sampler,
+            block_length=block_length,
+            steps=steps,
+            temperature=temperature,
+            cfg_scale=cfg_scale,
+            remasking=remasking,
+            options=sampler_option,
+        ),
     )
-    cfg = SelectConfig(run_dir=run_dir, eval=ev, metric=metric, best_on_test=best_on_test, out=out)
+    values.setdefault("gen_lengths", [256])
+    try:
+        ev = load_config(EvalConfig, config, overrides or [], values=values)
+        cfg = SelectConfig(
+            run_dir=run_dir, eval=ev, metric=metric, best_on_test=best_on_test, out=out
+        )
+    except ConfigError as e:
+        _fail(e)
     with progress_bar("select", enabled=progress) as bar:
         sel = select_checkpoint(cfg, progress=bar)
     typer.echo(selection_markdown(sel))
+
+
+def _show_tokens(tokenizer: Any, ids: list[int], mask_id: int, mask_glyph: str = "░") -> str:
+    """One-line view of partly decoded ids: masks as `mask_glyph`, newlines as '⏎'."""
+    pieces = [
+        mask_glyph if tok == mask_id else tokenizer.decode([tok], skip_special_tokens=False)
+        for tok in ids
+    ]
+    return "".join(pieces).replace("\n", "⏎")
+
+
+def _generate_one(
+    model_name: str,
+    prompt: str,
+    *,
+    config: Any,
+    seed: int = 0,
+    chat: bool = True,
+    mask_token_id: int | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    on_step: Callable[[int, int, str], None] | None = None,
+) -> str:
+    """Load a model and complete one prompt with `config` (a `SamplerConfig`): `d1 generate`.
+
+    `on_step(step_index, block_index, text)` gets a one-line view of the completion after each
+    step (masks shown as '░'). A tokenizer without a chat template gets the prompt as is.
+    """
+    import torch
+
+    from d1.models import load_model
+    from d1.sampling import decode_completions, encode_prompts, model_device, sample
+    from d1.sft.data import render_chat_prompt
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_model(
+        model_name,
+        dtype=dtype,
+        device=device,
+        mask_token_id=mask_token_id,
+        trust_remote_code=trust_remote_code,
+    )
+    model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
+    text = render_chat_prompt(tokenizer, prompt, system_prompt=False) if chat else prompt
+    input_ids, attention_mask = encode_prompts(tokenizer, [text], model_device(model))
+    plen = input_ids.shape[1]
+    trace = None
+    if on_step is not None:
+
+        def trace(step: int, block: int, x: torch.Tensor) -> None:
+            on_step(step, block, _show_tokens(tokenizer, x[0, plen:].tolist(), spec.mask_token_id))
+
+    generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    out = sample(
+        model,
+        input_ids,
+        attention_mask,
+        config=config,
+        mask_id=spec.mask_token_id,
+        generator=generator,
+        logit_shift=spec.logit_shift,
+        trace=trace,
+        eos_id=spec.eos_token_id,
+    )
+    return decode_completions(tokenizer, out[:, plen:])[0]
 
 
 @app.command("generate")
@@ -233,14 +506,15 @@ def generate_command(
     model: str = typer.Option(..., "--model", help="Built-in name (tiny), folder or hub id."),
     prompt: str = typer.Option(..., "--prompt", help="The user message to complete."),
     gen_length: int = typer.Option(128, help="Tokens to generate."),
+    sampler: str | None = _SAMPLER_OPT,
     block_length: int | None = typer.Option(
         None, help="Block length (default: 32, or gen_length if smaller)."
     ),
-    steps: int | None = typer.Option(None, help="Denoising steps (default: gen_length / 2)."),
-    temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
-    cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale (0 = off)."),
-    remasking: str = typer.Option("low_confidence", help="low_confidence | random."),
-    sampler: str = typer.Option("reference", help="Registered sampler name."),
+    steps: int | None = _STEPS_OPT,
+    temperature: float | None = _TEMPERATURE_OPT,
+    cfg_scale: float | None = _CFG_OPT,
+    remasking: str | None = _REMASKING_OPT,
+    sampler_option: list[str] = _SAMPLER_OPTION_OPT,
     seed: int = typer.Option(0, help="Sampling seed (temperature > 0 or random remasking)."),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Apply the chat template."),
     mask_token_id: int | None = typer.Option(None, help="Override the model's mask token id."),
@@ -249,28 +523,41 @@ def generate_command(
     dtype: str | None = typer.Option(None, help="float32 | bfloat16 | ... (default: the model's)."),
     show_steps: bool = typer.Option(False, help="Print the completion after every step."),
 ) -> None:
-    """Complete one prompt with LLaDA's sampler (random tiny models print gibberish)."""
+    """Complete one prompt with a diffusion sampler (random tiny models print gibberish)."""
     from rich.console import Console
     from rich.markup import escape
 
-    from d1.sampling import SamplerConfig, run_generate
+    from d1.config import ConfigError, config_from_dict, set_key
+    from d1.sampling import SamplerConfig
 
-    console = Console()
+    values = _sampler_values(
+        "",
+        sampler=sampler,
+        block_length=block_length,
+        steps=steps,
+        temperature=temperature,
+        cfg_scale=cfg_scale,
+        remasking=remasking,
+        options=sampler_option,
+    )
+    data: dict[str, Any] = {"gen_length": gen_length, "block_length": min(32, gen_length)}
+    origins: dict[str, str] = {}
+    for key, value in values.items():
+        set_key(data, key, value, origins, source="the command line")
     try:
-        config = SamplerConfig(
-            gen_length=gen_length,
-            block_length=block_length if block_length is not None else min(32, gen_length),
-            steps=steps if steps is not None else max(1, gen_length // 2),
-            temperature=temperature,
-            cfg_scale=cfg_scale,
-            remasking=remasking,
-            sampler=sampler,
-        )
+        config = config_from_dict(SamplerConfig, data, source="the command line")
+        problems = config.model_problems(model)
+        if problems:
+            raise ConfigError.keyed(problems)
+    except ConfigError as e:
+        _fail(e)
+    console = Console()
 
-        def on_step(step: int, block: int, text: str) -> None:
-            console.print(f"[dim]step {step + 1:>4} block {block}[/dim] {escape(text)}")
+    def on_step(step: int, block: int, text: str) -> None:
+        console.print(f"[dim]step {step + 1:>4} block {block}[/dim] {escape(text)}")
 
-        completion = run_generate(
+    try:
+        completion = _generate_one(
             model,
             prompt,
             config=config,
@@ -310,10 +597,6 @@ def _run_training_command(
     except (ConfigError, FileExistsError) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
-
-
-_OVERRIDES_HELP = "key=value overrides, e.g. optim.learning_rate=1e-5 train.max_steps=100."
-_PRINT_CONFIG_HELP = "Validate, print the resolved config and exit."
 
 
 @app.command("sft")

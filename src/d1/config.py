@@ -10,6 +10,12 @@ it came from, and suggest close matches for typos.
 After construction, every (nested) config object that defines a `validate()` method has it
 called (outermost last); such methods raise `ConfigError` naming keys, e.g. for a local data
 file that does not exist.
+
+A config class may declare, as class attributes: `__config_moved__` ({old key: new dotted
+key}: the old key is an error naming the new one, never a silent alias),
+`__config_forbidden__` ({dotted key: why}: keys valid in the nested type but not here) and
+`__config_scalar_key__` (the key a bare scalar given for the whole section should go to, named
+in the error).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "save_config",
+    "set_key",
 ]
 
 T = TypeVar("T")
@@ -90,24 +97,39 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def set_key(
+    data: dict[str, Any],
+    key: str | Sequence[str],
+    value: Any,
+    origins: dict[str, str] | None = None,
+    source: str = OVERRIDE_SOURCE,
+) -> None:
+    """Set the dotted `key` ("a.b.c") of the nested dict `data` to `value` (in place)."""
+    parts = key.split(".") if isinstance(key, str) else list(key)
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            prefix = ".".join(parts[: i + 1])
+            raise ConfigError(
+                f"{source} sets {'.'.join(parts)!r}, but {prefix!r} is a value ({child!r}), "
+                "not a section."
+            )
+        node = child
+    node[parts[-1]] = value
+    if origins is not None:
+        origins[".".join(parts)] = source
+
+
 def apply_overrides(
     data: dict[str, Any], overrides: Sequence[str], origins: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Set each `a.b.c=value` override in the nested dict `data` (in place; also returned)."""
     for text in overrides:
         parts, value = parse_override(text)
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                prefix = ".".join(parts[: i + 1])
-                raise ConfigError(
-                    f"override {text!r}: {prefix!r} is a value ({child!r}), not a section."
-                )
-            node = child
-        node[parts[-1]] = value
+        set_key(data, parts, value, origins, source=f"override {text!r}")
         if origins is not None:
             origins[".".join(parts)] = OVERRIDE_SOURCE
     return data
@@ -134,6 +156,7 @@ class _Mismatch(Exception):
     """Internal: a value does not fit a type (message says why)."""
 
 
+_ABSENT = object()
 _YAML_TRUE = frozenset({"y", "yes", "on", "true"})
 _YAML_FALSE = frozenset({"n", "no", "off", "false"})
 
@@ -174,13 +197,24 @@ class _Builder:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            self.error(path or "<root>", f"expected a section (mapping), got {data!r}.")
+            scalar_key = getattr(cls, "__config_scalar_key__", None)
+            hint = (
+                f" To set its {scalar_key}, write {path}.{scalar_key}={data}."
+                if scalar_key and isinstance(data, (str, int, float)) and path
+                else ""
+            )
+            self.error(path or "<root>", f"expected a section (mapping), got {data!r}.{hint}")
             return None
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        moved: Mapping[str, str] = getattr(cls, "__config_moved__", {})
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             full = f"{path}.{key}" if path else str(key)
+            if key in moved and key not in fields:
+                new_key = f"{path}.{moved[key]}" if path else moved[key]
+                self.error(full, f"this key moved: write {new_key}={value} instead.")
+                continue
             if key not in fields:
                 close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.6)
                 hint = (
@@ -198,6 +232,12 @@ class _Builder:
                 )
             except _Mismatch as e:
                 self.error(full, str(e))
+        for dotted, msg in getattr(cls, "__config_forbidden__", {}).items():
+            node: Any = data
+            for part in dotted.split("."):
+                node = node.get(part, _ABSENT) if isinstance(node, Mapping) else _ABSENT
+            if node is not _ABSENT:
+                self.error(f"{path}.{dotted}" if path else dotted, msg)
         for name, f in fields.items():
             if name not in kwargs and name not in data and base is not None:
                 kwargs[name] = copy.deepcopy(getattr(base, name))
@@ -213,6 +253,13 @@ class _Builder:
             return None
         try:
             return cls(**kwargs)
+        except ConfigError as e:
+            # A section that validates itself on construction names its own keys.
+            for key, msg in e.keyed:
+                self.error(f"{path}.{key}" if path else key, msg)
+            for msg in e.plain:
+                self.error(path or "<root>", msg)
+            return None
         except (TypeError, ValueError) as e:
             self.error(path or "<root>", str(e))
             return None
@@ -348,14 +395,23 @@ def config_from_dict(
     return cfg
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Read a run config: YAML file (optional) + `key=value` overrides -> validated `cls`.
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    values: Mapping[str, Any] | None = None,
+    values_source: str = OVERRIDE_SOURCE,
+) -> T:
+    """Read a run config: YAML file (optional) + values + `key=value` overrides -> `cls`.
 
     Args:
         cls: the config dataclass (e.g. `SFTConfig`).
         path: a YAML file holding a mapping of the config's keys; None uses the defaults.
-        overrides: `key=value` or `section.key=value` strings, applied after the file; values
-            are parsed as YAML (`lora=null`, `train.report_to=[tensorboard,wandb]`).
+        overrides: `key=value` or `section.key=value` strings, applied last; values are parsed
+            as YAML (`lora=null`, `train.report_to=[tensorboard,wandb]`).
+        values: {dotted key: Python value} applied after the file and before `overrides`
+            (command-line flags, already typed); errors name them as from `values_source`.
 
     Raises:
         ConfigError: for a missing file, bad YAML, or any key/type/validation problem.
@@ -377,6 +433,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys at top level.")
         data = loaded
     origins: dict[str, str] = {}
+    for key, value in (values or {}).items():
+        set_key(data, key, value, origins, source=values_source)
     apply_overrides(data, list(overrides), origins)
     return config_from_dict(cls, data, source=source, origins=origins)
 

@@ -382,6 +382,7 @@ def grpo_config(
         GRPOTrainingConfig,
         TaskSpec,
     )
+    from d1.sampling import SamplerConfig
 
     completions = cfg.grpo_prompts * cfg.num_generations
     return GRPOConfig(
@@ -415,11 +416,13 @@ def grpo_config(
             epsilon=cfg.epsilon,
             beta=cfg.beta,
             p_mask_prompt=cfg.p_mask_prompt,
-            temperature=cfg.temperature,
             max_prompt_length=64,
-            max_completion_length=cfg.completion_length,
-            block_length=cfg.completion_length,
-            diffusion_steps=cfg.rollout_steps,
+            sampler=SamplerConfig(
+                gen_length=cfg.completion_length,
+                block_length=cfg.completion_length,
+                steps=cfg.rollout_steps,
+                temperature=cfg.temperature,
+            ),
             log_completions_steps=max(1, cfg.grpo_steps // 8),
         ),
         tasks=[TaskSpec(name=cfg.task, path=str(data["rl_train"]), options=_task_options(cfg))],
@@ -437,14 +440,16 @@ def evaluate_checkpoint(
     """Greedy evaluation of one model on the demo's test examples; returns the task metrics."""
     from d1.evaluation.runner import EvalConfig, evaluate_model
     from d1.models import load_model
+    from d1.sampling import SamplerConfig
 
     loaded = load_model(name_or_path, dtype="float32", device="cpu", seed=seed)
     ecfg = EvalConfig(
         model=name_or_path,
         tasks=(cfg.task,),
         gen_lengths=(cfg.completion_length,),
-        block_length=cfg.completion_length,
-        steps=(cfg.evaluation_steps,),
+        sampler=SamplerConfig.for_eval(
+            cfg.completion_length, block_length=cfg.completion_length, steps=cfg.evaluation_steps
+        ),
         batch_size=cfg.eval_batch_size,
         split="test",
         task_options={cfg.task: _task_options(cfg)},

@@ -31,9 +31,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from d1.config import ConfigError
 from d1.evaluation.stats import Summary, format_pct, format_summary, summarize
+from d1.sampling.config import SamplerConfig
+from d1.sampling.steps import SamplingStats
 from d1.tasks import Example, Task, get_task, render_prompt
 
 ALL_TASKS: tuple[str, ...] = ("gsm8k", "math500", "countdown", "sudoku")
@@ -44,34 +47,35 @@ ProgressFn = Callable[[int, int, str], None]
 
 @dataclass
 class EvalConfig:
-    """What `d1 eval` evaluates and how (defaults: d1's evaluation protocol, SPEC 2).
+    """What `d1 eval` evaluates and how (defaults: d1's evaluation protocol).
+
+    Loadable from YAML (`d1 eval --config configs/eval/NAME.yaml`) like the training configs:
+    unknown keys and bad values are reported, naming the key, before any model loads.
 
     Attributes:
         model: a built-in name ("tiny"), a local checkpoint folder or a hub id.
         tasks: task names (see `d1.tasks.list_tasks()`).
-        gen_lengths: generation lengths (d1: 128, 256, 512).
+        gen_lengths: generation lengths (d1: 128, 256, 512); each run uses `sampler` at
+            that length.
         seeds: sampling seeds; only matter when decoding is random (temperature > 0 or random
             remasking). With deterministic decoding only the first is run.
         split: "test" (reporting) or "validation" (checkpoint choice; `d1 select`).
-        limit: evaluate only the first `limit` examples of the split (None: all).
+        limit: evaluate only the first `limit` examples of the split (null: all).
         data_seed: seed of the task's own subsampling / generation of the split (fixed, so every
             seed and checkpoint sees the same examples).
         data_paths: optional local data file per task name (else the hub / built-in data).
         task_options: constructor keyword arguments per task name (e.g.
             `{"sudoku": {"prompt_style": "compact"}}`).
         batch_size: prompts per generation batch; results do not depend on it at temperature 0.
-        block_length: sampler block size (d1: 32); clamped to gen_length when larger.
-        steps: total sampler steps per gen length, in `gen_lengths` order, or one value for all;
-            None: gen_length / 2 (d1).
-        temperature: sampling temperature (d1 evaluation: 0, greedy).
-        cfg_scale: classifier-free guidance scale (0: off).
-        remasking: "low_confidence" (d1) or "random".
-        sampler: registered sampler name ("reference").
+        sampler: the sampler and all its settings (`d1.sampling.SamplerConfig`; d1: greedy,
+            block 32, steps = gen_length / 2, the reference sampler). It runs at each of
+            `gen_lengths` (its block clamped to it), so an eval config does not set
+            `sampler.gen_length`.
         dtype: model dtype for loading ("float32", "bfloat16", "auto").
-        device: "cpu", "cuda", ... (None: "cuda" when a GPU is available, else "cpu").
+        device: "cpu", "cuda", ... (null: "cuda" when a GPU is available, else "cpu").
         trust_remote_code: passed to the model loader for hub models with custom code.
         confidence: confidence level of the reported intervals.
-        out: output folder (None: nothing written).
+        out: output folder (null: nothing written).
     """
 
     model: str = "tiny"
@@ -84,67 +88,82 @@ class EvalConfig:
     data_paths: dict[str, str] = field(default_factory=dict)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 8
-    block_length: int = 32
-    steps: tuple[int, ...] | None = None
-    temperature: float = 0.0
-    cfg_scale: float = 0.0
-    remasking: str = "low_confidence"
-    sampler: str = "reference"
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig.for_eval(None))
     dtype: str = "auto"
     device: str | None = None
     trust_remote_code: bool = False
     confidence: float = 0.95
     out: str | None = None
 
+    # Sampler keys of earlier versions (flat): an error names the new key (no aliasing).
+    __config_moved__: ClassVar[dict[str, str]] = {
+        "block_length": "sampler.block_length",
+        "steps": "sampler.steps",
+        "temperature": "sampler.temperature",
+        "cfg_scale": "sampler.cfg_scale",
+        "remasking": "sampler.remasking",
+    }
+    __config_forbidden__: ClassVar[dict[str, str]] = {
+        "sampler.gen_length": "eval generates at each of gen_lengths; set gen_lengths=[...] "
+        "instead.",
+    }
+
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
         self.gen_lengths = tuple(int(g) for g in self.gen_lengths)
         self.seeds = tuple(int(s) for s in self.seeds)
+        self.validate()
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, message) pairs for every invalid setting; the model is not loaded."""
+        from d1.tasks import list_tasks
+
+        out: list[tuple[str, str]] = []
+        known = list_tasks()
         if not self.tasks:
-            raise ValueError("No tasks to evaluate: pass e.g. tasks=('gsm8k',).")
+            out.append(("tasks", "no tasks to evaluate: name at least one, e.g. tasks=[gsm8k]."))
+        for t in self.tasks:
+            if t.lower() not in known:
+                out.append(("tasks", f"unknown task {t!r}; known: {', '.join(known)}."))
+        for key in self.data_paths:
+            if key not in self.tasks:
+                out.append(("data_paths", f"{key!r} is not one of the tasks {list(self.tasks)}."))
         if not self.gen_lengths or any(g < 1 for g in self.gen_lengths):
-            raise ValueError(f"gen_lengths must be positive integers; got {self.gen_lengths}.")
+            out.append(("gen_lengths", f"must be positive integers; got {list(self.gen_lengths)}."))
+        else:
+            for g in self.gen_lengths:
+                try:
+                    self.sampler.for_length(g)  # validates the sampler at that length
+                except ConfigError as e:
+                    out += [(f"sampler.{key}", f"at gen length {g}: {msg}") for key, msg in e.keyed]
         if not self.seeds:
-            raise ValueError("Pass at least one seed.")
+            out.append(("seeds", "pass at least one seed."))
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+            out.append(("batch_size", f"must be >= 1; got {self.batch_size}."))
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 (or None for all); got {self.limit}.")
-        if self.steps is not None:
-            self.steps = tuple(int(s) for s in self.steps)
-            if len(self.steps) not in (1, len(self.gen_lengths)):
-                raise ValueError(
-                    f"steps must give one value, or one per gen length {self.gen_lengths}; "
-                    f"got {self.steps}."
-                )
+            out.append(("limit", f"must be >= 1 (or null for all); got {self.limit}."))
+        if not 0.0 < self.confidence < 1.0:
+            out.append(("confidence", f"must be in (0, 1); got {self.confidence}."))
+        out += [(f"sampler.{k}", m) for k, m in self.sampler.model_problems(self.model)]
+        return out
+
+    def validate(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError.keyed(problems)
 
     @property
     def deterministic(self) -> bool:
         """True when decoding draws no random numbers (every seed gives the same run)."""
-        return self.temperature == 0.0 and self.remasking == "low_confidence"
+        return self.sampler.deterministic
 
     def run_seeds(self) -> tuple[int, ...]:
         """The seeds actually run (one when decoding is deterministic)."""
         return self.seeds[:1] if self.deterministic else self.seeds
 
-    def sampler_config(self, gen_length: int) -> Any:
-        """The `SamplerConfig` for one gen length (d1: block 32, steps = gen_length / 2)."""
-        from d1.sampling import SamplerConfig
-
-        i = self.gen_lengths.index(gen_length)
-        if self.steps is None:
-            steps = max(1, gen_length // 2)
-        else:
-            steps = self.steps[i] if len(self.steps) > 1 else self.steps[0]
-        return SamplerConfig(
-            gen_length=gen_length,
-            block_length=min(self.block_length, gen_length),
-            steps=steps,
-            temperature=self.temperature,
-            cfg_scale=self.cfg_scale,
-            remasking=self.remasking,
-            sampler=self.sampler,
-        )
+    def sampler_config(self, gen_length: int) -> SamplerConfig:
+        """The `SamplerConfig` of one gen length (`sampler` at that length)."""
+        return self.sampler.for_length(gen_length)
 
 
 @dataclass
@@ -172,6 +191,7 @@ class RunResult:
     generations: list[Generation]
     wall_s: float
     sampler: dict[str, Any]
+    compute: dict[str, int] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -238,22 +258,25 @@ def generate_completions(
     generator: Any = None,
     logit_shift: bool = False,
     progress: Callable[[int], None] | None = None,
+    stats: Any = None,
 ) -> tuple[list[str], list[int]]:
     """Completions and their effective token counts for `prompts`, in `prompts` order.
 
     Prompts are batched by length (longest first: less padding, and memory peaks early); each
     batch is left-padded with an attention mask, so at temperature 0 the result of a prompt does
-    not depend on `batch_size` or on its batch neighbours.
+    not depend on `batch_size` or on its batch neighbours. `stats` (a
+    `d1.sampling.SamplingStats`) receives the sampler's work.
     """
-    import torch
-
-    from d1.sampling import completion_stop_ids, decode_completions, encode_prompts, sample
+    from d1.sampling import (
+        completion_stop_ids,
+        decode_completions,
+        encode_prompts,
+        model_device,
+        sample,
+    )
 
     stop_ids = completion_stop_ids(tokenizer)
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
+    device = model_device(model)
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
     texts: list[str] = [""] * len(prompts)
@@ -269,6 +292,8 @@ def generate_completions(
             mask_id=mask_id,
             generator=generator,
             logit_shift=logit_shift,
+            stats=stats,
+            eos_id=getattr(tokenizer, "eos_token_id", None),
         )
         completion_ids = out[:, input_ids.shape[1] :]
         decoded = decode_completions(tokenizer, completion_ids, stop_ids)
@@ -320,6 +345,9 @@ def summarize_runs(runs: Sequence[RunResult], confidence: float = 0.95) -> list[
                 "effective_tokens_per_s": eff / wall if wall > 0 else float("nan"),
                 "generated_tokens_per_s": positions / wall if wall > 0 else float("nan"),
                 "sampler": rs[0].sampler,
+                # The sampler's work (`SamplingStats`), summed over seeds: model calls and the
+                # positions they processed (a cached chunk call counts its chunk only).
+                "compute": {k: sum(r.compute.get(k, 0) for r in rs) for k in rs[0].compute},
             }
         )
     return rows
@@ -336,8 +364,8 @@ def summary_markdown(
     lines = [
         f"# {title}",
         "",
-        f"Model `{config.model}`, split `{config.split}`, temperature {config.temperature}, "
-        f"block {config.block_length}, remasking {config.remasking}, sampler {config.sampler}, "
+        f"Model `{config.model}`, split `{config.split}`, sampler "
+        f"{config.sampler.describe()}, remasking {config.sampler.remasking}, "
         f"seeds {list(seeds)}.",
     ]
     if config.deterministic and len(config.seeds) > 1:
@@ -357,8 +385,8 @@ def summary_markdown(
         "",
         "| task | gen length | n | "
         + " | ".join(metric_names)
-        + " | tokens | wall s | tokens/s (effective / generated) |",
-        "|---|---|---|" + "---|" * len(metric_names) + "---|---|---|",
+        + " | tokens | wall s | tokens/s (effective / generated) | model calls |",
+        "|---|---|---|" + "---|" * len(metric_names) + "---|---|---|---|",
     ]
     for row in summary:
         cells = []
@@ -370,7 +398,8 @@ def summary_markdown(
             f"| {row['task']} | {row['gen_length']} | {row['n_examples']} | "
             + " | ".join(cells)
             + f" | {row['mean_effective_tokens']:.1f} | {row['wall_s']:.1f} | "
-            f"{row['effective_tokens_per_s']:.1f} / {row['generated_tokens_per_s']:.1f} |"
+            f"{row['effective_tokens_per_s']:.1f} / {row['generated_tokens_per_s']:.1f} | "
+            f"{row.get('compute', {}).get('model_calls', '')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -443,6 +472,7 @@ def evaluate_model(
                     if progress is not None:
                         progress(done, total, desc)
 
+                stats = SamplingStats()
                 t0 = time.perf_counter()
                 texts, n_tok = generate_completions(
                     model,
@@ -454,6 +484,7 @@ def evaluate_model(
                     generator=gen,
                     logit_shift=logit_shift,
                     progress=_tick,
+                    stats=stats,
                 )
                 wall = time.perf_counter() - t0
                 scores = [task.score(t, ex) for t, ex in zip(texts, exs, strict=True)]
@@ -479,6 +510,7 @@ def evaluate_model(
                         generations=gens,
                         wall_s=wall,
                         sampler=asdict(scfg),
+                        compute=stats.as_dict(),
                     )
                 )
     result = EvalResult(config=config, runs=runs, summary=summarize_runs(runs, config.confidence))
@@ -540,6 +572,7 @@ def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> P
             "metrics": r.metrics,
             "mean_effective_tokens": r.mean_tokens,
             "wall_s": r.wall_s,
+            "compute": r.compute,
         }
         for r in result.runs
     ]
@@ -579,21 +612,3 @@ def accuracy_line(result: EvalResult) -> str:
         for r in result.summary
         if "accuracy" in r["metrics"]
     )
-
-
-def parse_task_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Parse `TASK.KEY=VALUE` strings (values read as YAML scalars) into per-task options."""
-    import yaml
-
-    options: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        task, dot, name = key.strip().partition(".")
-        if not sep or not dot or not task or not name:
-            raise ValueError(
-                f"task option {item!r} must look like TASK.KEY=VALUE "
-                "(e.g. sudoku.prompt_style=compact)."
-            )
-        value = yaml.safe_load(raw) if raw.strip() else None
-        options.setdefault(task, {})[name] = value
-    return options

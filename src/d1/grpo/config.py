@@ -6,7 +6,7 @@ estimator, reference = the model before RL), advantages `r - mean(group)` withou
 AdamW lr 3e-6 constant with warm-up, betas (0.9, 0.99), weight decay 0.1, max grad norm 0.2,
 16 prompts = 96 completions per optimizer step (d1: 8 GPUs x 6 per device x 2 accumulation),
 LoRA r 128 alpha 64 dropout 0.05 on a 4-bit NF4 base, max prompt length 200, rollouts of 256
-tokens in blocks of 32 with 128 steps at temperature 0.9.
+tokens in blocks of 32 with 128 steps at temperature 0.9 (`grpo.sampler`).
 
 Sections: `model`, `lora` (null = full fine-tuning), `optim`, `train` (the shared toolkit's),
 `grpo` (the method), `tasks` (one or several training tasks with mixture weights).
@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from d1.config import ConfigError
+from d1.sampling.config import SamplerConfig
 from d1.training.config import LoraConfig, ModelConfig, OptimConfig, TrainingConfig
 
 __all__ = [
@@ -109,14 +110,10 @@ class GRPOSection:
             (d1's name; paper: 0.15; 0.1-0.3 is stable, 0.5+ unstable).
         random_masking: a fresh prompt mask per inner iteration (d1: true); false reuses one.
         estimator: the log-prob estimator (`d1.likelihood.list_estimators()`).
-        temperature: rollout sampling temperature (d1: 0.9).
         max_prompt_length: prompts are left-truncated to this many tokens (d1: 200; null: off).
-        max_completion_length: tokens generated per completion (d1: 256).
-        block_length: sampler block length (d1: 32).
-        diffusion_steps: sampler steps for the whole completion (d1: 128).
-        cfg_scale: classifier-free guidance for rollouts (d1: 0).
-        remasking: "low_confidence" (d1) or "random".
-        sampler: a registered sampler name (`d1.sampling.sampler_names()`).
+        sampler: the rollout sampler, every setting (`d1.sampling.SamplerConfig`; d1: gen
+            length 256, block 32, 128 steps, temperature 0.9, the reference sampler), e.g.
+            `grpo.sampler.name=fast grpo.sampler.cache=dual grpo.sampler.threshold=0.95`.
         generation_batch_size: sequences per sampler call (null: the micro-batch size).
         logprob_chunk_size: sequences per no-grad forward for old/reference log-probs (null: the
             micro-batch size).
@@ -137,22 +134,25 @@ class GRPOSection:
     p_mask_prompt: float = 0.15
     random_masking: bool = True
     estimator: str = "d1_one_step"
-    temperature: float = 0.9
     max_prompt_length: int | None = 200
-    max_completion_length: int = 256
-    block_length: int = 32
-    diffusion_steps: int = 128
-    cfg_scale: float = 0.0
-    remasking: Literal["low_confidence", "random"] = "low_confidence"
-    sampler: str = "reference"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig.for_rollouts)
     generation_batch_size: int | None = None
     logprob_chunk_size: int | None = None
     log_completions_steps: int = 10
     num_completions_to_log: int = 6
 
+    # The flat rollout keys of earlier versions: an error names the new key (no aliasing).
+    __config_moved__: ClassVar[dict[str, str]] = {
+        "max_completion_length": "sampler.gen_length",
+        "block_length": "sampler.block_length",
+        "diffusion_steps": "sampler.steps",
+        "temperature": "sampler.temperature",
+        "cfg_scale": "sampler.cfg_scale",
+        "remasking": "sampler.remasking",
+    }
+
     def validate(self) -> None:
         from d1.likelihood import list_estimators
-        from d1.sampling import check_schedule, sampler_names
 
         problems: list[tuple[str, str]] = []
         if self.num_generations < 2:
@@ -169,18 +169,8 @@ class GRPOSection:
             problems.append(
                 ("estimator", f"unknown {self.estimator!r}; known: {', '.join(list_estimators())}.")
             )
-        if self.temperature < 0:
-            problems.append(("temperature", "must be >= 0."))
         if self.max_prompt_length is not None and self.max_prompt_length < 1:
             problems.append(("max_prompt_length", "must be >= 1 or null."))
-        try:
-            check_schedule(self.max_completion_length, self.block_length, self.diffusion_steps)
-        except ValueError as e:
-            problems.append(("diffusion_steps", f"{e} (max_completion_length / block_length)"))
-        if self.sampler not in sampler_names():
-            problems.append(
-                ("sampler", f"unknown {self.sampler!r}; known: {', '.join(sampler_names())}.")
-            )
         for key in ("generation_batch_size", "logprob_chunk_size"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -321,6 +311,10 @@ class GRPOConfig:
             problems.append(("tasks", f"each task may appear once; got {names}."))
         if self.train.max_steps is None:
             problems.append(("train.max_steps", "required for diffu-GRPO (optimizer steps)."))
+        problems += [
+            (f"grpo.sampler.{key}", msg)
+            for key, msg in self.grpo.sampler.model_problems(self.model.name_or_path)
+        ]
         if problems:
             raise ConfigError.keyed(problems)
 

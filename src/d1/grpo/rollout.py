@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from d1.grpo.loss import completion_mask
-from d1.sampling import SamplerConfig, decode_completions, left_pad, sample
+from d1.sampling import SamplerConfig, SamplingStats, decode_completions, left_pad, sample
 from d1.tasks.base import Example, Task, render_prompt
 from d1.training.data import derive_seed
 
@@ -245,6 +245,7 @@ def generate_rollouts(
     max_prompt_length: int | None = None,
     logit_shift: bool = False,
     device: torch.device | str | None = None,
+    stats: SamplingStats | None = None,
 ) -> Rollout:
     """Sample `num_generations` completions per prompt and score them (SPEC 4).
 
@@ -261,6 +262,7 @@ def generate_rollouts(
         max_prompt_length: prompts are left-truncated to this many tokens (d1: 200).
         logit_shift: True for Dream-style models.
         device: where the tensors go (default: the model's device).
+        stats: optional `SamplingStats` that receives the sampler's work (compute accounting).
     """
     if num_generations < 1:
         raise ValueError(f"num_generations must be >= 1; got {num_generations}.")
@@ -289,6 +291,8 @@ def generate_rollouts(
                 mask_id=mask_id,
                 generator=generator,
                 logit_shift=logit_shift,
+                stats=stats,
+                eos_id=eos_id,
             )
             outs.append(out[:, prompt_ids.shape[1] :])
         completion_ids = torch.cat(outs, dim=0)

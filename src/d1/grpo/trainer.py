@@ -49,7 +49,7 @@ from d1.grpo.update import (
     policy_step,
     prepare_policy_batch,
 )
-from d1.sampling import SamplerConfig
+from d1.sampling import SamplingStats
 from d1.training.data import keyed_generator
 from d1.training.run import TrainingRun
 
@@ -304,15 +304,6 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
     policy = run.unwrapped_model()
     reference = Reference(policy, frozen) if gcfg.beta > 0 else None
 
-    sampler_cfg = SamplerConfig(
-        gen_length=gcfg.max_completion_length,
-        block_length=gcfg.block_length,
-        steps=gcfg.diffusion_steps,
-        temperature=gcfg.temperature,
-        cfg_scale=gcfg.cfg_scale,
-        remasking=gcfg.remasking,
-        sampler=gcfg.sampler,
-    )
     settings = UpdateSettings(
         num_iterations=mu,
         micro_batch_size=per_device,
@@ -397,13 +388,14 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
             items = prompt_sampler.next_items(prompts_per_process * world)
             items = items[rank * prompts_per_process : (rank + 1) * prompts_per_process]
             gen = keyed_generator(tcfg.seed, "grpo-rollout", gen_index, rank, device=device)
+            sampling = SamplingStats()
             with acc.autocast():
                 rollout = generate_rollouts(
                     policy,
                     run.tokenizer,
                     items,
                     num_generations=g_size,
-                    sampler=sampler_cfg,
+                    sampler=gcfg.sampler,
                     mask_id=run.spec.mask_token_id,
                     eos_id=run.spec.eos_token_id,
                     generator=gen,
@@ -411,14 +403,12 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                     max_prompt_length=gcfg.max_prompt_length,
                     logit_shift=run.spec.logit_shift,
                     device=device,
+                    stats=sampling,
                 )
             adv = compute_advantages(rollout.rewards, g_size, gcfg.scale_rewards)
-            n, seq = len(rollout), rollout.prompt_ids.shape[1] + rollout.completion_ids.shape[1]
-            passes = n * sampler_cfg.steps * (2 if sampler_cfg.cfg_scale > 0 else 1)
-            counter.generations += n
+            counter.generations += len(rollout)
             counter.generation_batches += 1
-            counter.sampler_forward_passes += passes
-            counter.sampler_tokens += passes * seq
+            counter.add_sampling(sampling)
             t1 = time.perf_counter()
             timing["rollout"] += t1 - t0
             with acc.autocast():

@@ -28,6 +28,7 @@ import torch
 from d1.grpo.loss import LossStats, grpo_loss, token_weights
 from d1.grpo.schedule import iteration_prompt_mask
 from d1.likelihood import estimate_logps
+from d1.sampling import SamplingStats
 
 __all__ = [
     "ComputeCounter",
@@ -89,11 +90,16 @@ class ComputeCounter:
     """Compute spent so far (SPEC 7: clear accounting of generations, forwards, backwards).
 
     Forward/backward passes count sequences (one sequence through the model once); tokens count
-    sequence positions processed.
+    sequence positions processed. The sampler's counts come from `d1.sampling.SamplingStats`,
+    true for every sampler: `sampler_forward_passes` are full passes (a reference-sampler step,
+    a cache refresh), `sampler_chunk_passes` the fast sampler's cached calls over a block or
+    suffix only, `sampler_tokens` the positions all of them processed.
     """
 
     generations: int = 0
+    sampler_model_calls: int = 0
     sampler_forward_passes: int = 0
+    sampler_chunk_passes: int = 0
     sampler_tokens: int = 0
     policy_forward_passes: int = 0
     old_forward_passes: int = 0
@@ -106,7 +112,8 @@ class ComputeCounter:
 
     @property
     def forward_passes(self) -> int:
-        """All sequence forward passes: sampling steps + current, old and reference log-probs."""
+        """All full sequence forward passes: sampling + current, old and reference log-probs
+        (the sampler's cached chunk calls are counted apart, in `sampler_chunk_passes`)."""
         return (
             self.sampler_forward_passes
             + self.policy_forward_passes
@@ -118,6 +125,13 @@ class ComputeCounter:
         d = asdict(self)
         d["forward_passes"] = self.forward_passes
         return d
+
+    def add_sampling(self, stats: SamplingStats) -> None:
+        """Add one rollout's `d1.sampling.SamplingStats`."""
+        self.sampler_model_calls += stats.model_calls
+        self.sampler_forward_passes += stats.full_sequences
+        self.sampler_chunk_passes += stats.cached_sequences
+        self.sampler_tokens += stats.query_tokens
 
     def load(self, state: dict[str, int]) -> None:
         for key, value in state.items():

@@ -21,6 +21,7 @@ from d1.models.loading import (
     apply_lora,
     load_model,
     load_tokenizer,
+    model_family,
 )
 from d1.models.modeling_llada import LLaDAModelLM
 from d1.models.tiny import TINY_CONFIGS, make_tiny_model
@@ -52,5 +53,6 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "make_tiny_model",
+    "model_family",
     "model_logits",
 ]

@@ -259,6 +259,23 @@ def _config_token(config: PretrainedConfig, name: str) -> int | None:
     return value
 
 
+def model_family(name_or_path: str) -> str | None:
+    """The model family ("llada", "dream", ...) of a tiny name, local folder or cached hub id,
+    read from its config only (no weights); None when it cannot be told without a download.
+
+    Config checks use it before any model loads (e.g. the KV cache needs a LLaDA model)."""
+    if name_or_path in TINY_CONFIGS and not Path(name_or_path).expanduser().is_dir():
+        return "llada"
+    path = Path(name_or_path).expanduser()
+    source = str(path) if path.is_dir() else name_or_path
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(source, local_files_only=True)
+    except Exception:  # not local, not cached, or not a model: the loader reports it later
+        return None
+    model_type = config_dict.get("model_type")
+    return str(model_type).lower() if model_type else None
+
+
 def _unknown_family_error(family: str) -> ValueError:
     return ValueError(
         f"Unknown diffusion model family {family!r} (known: {sorted(FAMILIES)}). If it is a "

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from d1.config import ConfigError
+from d1.sampling.config import SamplerConfig
 from d1.training.config import LoraConfig, ModelConfig, OptimConfig, TrainingConfig
 
 __all__ = ["DEFAULT_SOURCES", "GenerationEvalConfig", "SFTConfig", "SFTDataConfig"]
@@ -112,17 +113,22 @@ class GenerationEvalConfig:
 
     Attributes:
         num_examples: held-out examples to decode (the first ones of the validation split).
-        gen_length, block_length, steps: sampler settings (SPEC 2; d1 eval: steps = gen/2).
+        sampler: the sampler and its settings (`d1.sampling.SamplerConfig`; default d1's
+            evaluation: greedy, gen length 256, block 32, steps = gen_length / 2).
         batch_size: prompts per sampling batch.
         num_samples_logged: completions written to `samples.jsonl` per evaluation.
     """
 
     num_examples: int = 32
-    gen_length: int = 256
-    block_length: int = 32
-    steps: int = 128
+    sampler: SamplerConfig = field(default_factory=SamplerConfig.for_eval)
     batch_size: int = 8
     num_samples_logged: int = 4
+
+    __config_moved__: ClassVar[dict[str, str]] = {
+        "gen_length": "sampler.gen_length",
+        "block_length": "sampler.block_length",
+        "steps": "sampler.steps",
+    }
 
 
 def _paper_training() -> TrainingConfig:

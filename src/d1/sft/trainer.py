@@ -156,8 +156,10 @@ def evaluate_loss(
 
 @torch.no_grad()
 def evaluate_generation(run: TrainingRun, data: SFTData, cfg: SFTConfig) -> dict[str, float]:
-    """Greedy-decoding accuracy on the first held-out task examples (main process decodes)."""
-    from d1.sampling import SamplerConfig, generate_text
+    """Decoding accuracy on the first held-out task examples (main process decodes), with
+    `eval_generation.sampler` (greedy by default; sampled noise is keyed by the step)."""
+    from d1.sampling import generate_text
+    from d1.training.data import keyed_generator
 
     gen_cfg = cfg.eval_generation
     assert gen_cfg is not None and data.task is not None
@@ -166,23 +168,20 @@ def evaluate_generation(run: TrainingRun, data: SFTData, cfg: SFTConfig) -> dict
         model = run.unwrapped_model()
         was_training = model.training
         model.eval()
-        sampler = SamplerConfig(
-            gen_length=gen_cfg.gen_length,
-            block_length=gen_cfg.block_length,
-            steps=gen_cfg.steps,
-            temperature=0.0,
-        )
         exs = data.validation_examples[: gen_cfg.num_examples]
         prompts = data.validation_prompts[: gen_cfg.num_examples]
         completions: list[str] = []
+        device = next(model.parameters()).device
+        gen = keyed_generator(cfg.train.seed, "sft-eval-generation", run.state.step, device=device)
         for i in range(0, len(prompts), gen_cfg.batch_size):
             with run.accelerator.autocast():
                 completions += generate_text(
                     model,
                     run.tokenizer,
                     prompts[i : i + gen_cfg.batch_size],
-                    config=sampler,
+                    config=gen_cfg.sampler,
                     mask_id=run.spec.mask_token_id,
+                    generator=gen,
                     logit_shift=run.spec.logit_shift,
                 )
         model.train(was_training)
