@@ -144,6 +144,11 @@ def test_eval_config_from_yaml_and_keyed_errors(tmp_path: Path) -> None:
     for override, match in cases.items():
         with pytest.raises(ConfigError, match=match):
             load_config(EvalConfig, path, [override])
+    # A config's own dump loads back unchanged.
+    from d1.config import save_config
+
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(EvalConfig, tmp_path / "saved.yaml") == cfg
 
 
 def test_eval_cli_end_to_end_on_a_builtin_model(tmp_path: Path) -> None:
@@ -162,3 +167,11 @@ def test_eval_cli_end_to_end_on_a_builtin_model(tmp_path: Path) -> None:
     assert len(rows) == 3 and rows[0]["prompt"].endswith("assistant<|end_header_id|>\n\n")
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["summary"][0]["metrics"]) == {"accuracy", "cell_accuracy_mean", "solved"}
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs" / "eval").glob("*.yaml"))
+)
+def test_shipped_eval_configs_load(path: Path) -> None:
+    cfg = load_config(EvalConfig, path, ["model=tiny"])
+    assert cfg.gen_lengths == (128, 256, 512) and cfg.sampler.temperature == 0.0

@@ -93,7 +93,7 @@ def test_paper_defaults() -> None:
     g = cfg.grpo
     assert (g.num_generations, g.num_iterations, g.p_mask_prompt) == (6, 12, 0.15)
     assert (g.epsilon, g.beta, g.sampler.temperature, g.scale_rewards) == (0.5, 0.04, 0.9, "none")
-    assert (g.sampler.gen_length, g.sampler.block_length, g.sampler.steps) == (256, 32, 128)
+    assert (g.sampler.gen_length, g.sampler.block_length, g.sampler.num_steps) == (256, 32, 128)
     assert g.sampler.name == "reference"
     assert g.max_prompt_length == 200
     o = cfg.optim

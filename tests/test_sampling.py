@@ -450,7 +450,10 @@ def test_sampled_distribution_follows_softmax(temperature, offset) -> None:
 # --------------------------------------------------------------------------- configs and errors
 
 
-def test_sampler_config_presets_and_dispatch() -> None:
+def test_sampler_config_presets_and_dispatch(monkeypatch) -> None:
+    from d1.sampling import registry
+
+    monkeypatch.setattr(registry, "_SAMPLERS", dict(registry._SAMPLERS))  # the fake is temporary
     cfg = SamplerConfig()
     assert (cfg.gen_length, cfg.block_length, cfg.steps, cfg.temperature) == (256, 32, None, 0.0)
     assert cfg.num_steps == 128  # null steps: gen_length / 2, d1's two tokens per step
@@ -459,7 +462,7 @@ def test_sampler_config_presets_and_dispatch() -> None:
     assert (ev.gen_length, ev.block_length, ev.num_steps, ev.temperature) == (512, 32, 256, 0.0)
     assert ev.for_length(128).num_steps == 64 and ev.for_length(16).block_length == 16
     ro = SamplerConfig.for_rollouts()
-    assert (ro.gen_length, ro.block_length, ro.steps, ro.temperature) == (256, 32, 128, 0.9)
+    assert (ro.gen_length, ro.block_length, ro.num_steps, ro.temperature) == (256, 32, 128, 0.9)
     assert "reference" in sampler_names()
 
     ids, attn = left_pad(_prompts(5, [3, 4]), PAD)

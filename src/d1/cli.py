@@ -6,6 +6,7 @@ Each subcommand parses its options, then calls one function of the library. Heav
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -541,14 +542,17 @@ def generate_command(
         options=sampler_option,
     )
     data: dict[str, Any] = {"gen_length": gen_length, "block_length": min(32, gen_length)}
-    origins: dict[str, str] = {}
     for key, value in values.items():
-        set_key(data, key, value, origins, source="the command line")
+        set_key(data, key, value)
     try:
-        config = config_from_dict(SamplerConfig, data, source="the command line")
+        # Built as the `sampler` section of a one-field config, so errors say `sampler.KEY`.
+        wrapper = dataclasses.make_dataclass(
+            "GenerateConfig", [("sampler", SamplerConfig, dataclasses.field(default=None))]
+        )
+        config = config_from_dict(wrapper, {"sampler": data}).sampler
         problems = config.model_problems(model)
         if problems:
-            raise ConfigError.keyed(problems)
+            raise ConfigError.keyed([(f"sampler.{k}", m) for k, m in problems])
     except ConfigError as e:
         _fail(e)
     console = Console()

@@ -236,7 +236,7 @@ class _Builder:
             node: Any = data
             for part in dotted.split("."):
                 node = node.get(part, _ABSENT) if isinstance(node, Mapping) else _ABSENT
-            if node is not _ABSENT:
+            if node is not _ABSENT and node is not None:  # null: a saved config's own dump
                 self.error(f"{path}.{dotted}" if path else dotted, msg)
         for name, f in fields.items():
             if name not in kwargs and name not in data and base is not None:

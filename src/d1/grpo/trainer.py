@@ -361,7 +361,8 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
     if run.is_main:
         logger.info(
             "diffu-GRPO: %d prompts x %d completions per generation batch (%d per optimizer step "
-            "= %d per device x %d accumulation x %d processes), %d inner iterations, %d steps.",
+            "= %d per device x %d accumulation x %d processes), %d inner iterations, %d steps; "
+            "rollouts: %s.",
             prompts_per_process * world,
             g_size,
             global_batch,
@@ -370,6 +371,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
             world,
             mu,
             max_steps,
+            gcfg.sampler.describe(),
         )
     run.start_tracking()
     samples_path = run.run_dir / SAMPLES_FILE
