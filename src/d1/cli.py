@@ -21,9 +21,29 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        import d1
+
+        typer.echo(f"d1 {d1.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """d1 command line."""
+    import os
+
+    # Our commands draw their own progress; the hub libraries' per-file bars would interleave.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _csv_list(value: str | None, cast: type = str) -> list:
@@ -52,6 +72,9 @@ _STEPS_OPT = typer.Option(
 _TEMPERATURE_OPT = typer.Option(None, "--temperature", help="Sampling temperature (0: greedy).")
 _CFG_OPT = typer.Option(None, "--cfg-scale", help="Classifier-free guidance scale (0: off).")
 _REMASKING_OPT = typer.Option(None, "--remasking", help="low_confidence | random.")
+_THREADS_OPT = typer.Option(
+    None, "--threads", help="torch CPU threads (default: as training, min(cores, 8))."
+)
 _SAMPLER_OPTION_OPT = typer.Option(
     [],
     "--sampler-option",
@@ -112,6 +135,12 @@ def _kv_items(items: list[str], flag: str, example: str) -> list[tuple[str, str]
             raise typer.BadParameter(f"{flag} expects {example}; got {item!r}.")
         pairs.append((key.strip(), value.strip()))
     return pairs
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _fail(error: Exception) -> None:
@@ -178,6 +207,65 @@ def _eval_values(
     return values
 
 
+def _load_eval_config(
+    config: str | None,
+    overrides: list[str],
+    values: dict[str, Any],
+    *,
+    defaults_from: str | None = None,
+    default_out: bool = True,
+    fallback: dict[str, Any] | None = None,
+) -> Any:
+    """The `EvalConfig` of `d1 eval` / `d1 select`: d1's protocol, then the settings the model
+    was trained with (`d1.evaluation.defaults`), the machine's lengths, the config file, the
+    flags and KEY=VALUE overrides, later ones winning. Says which defaults it applied."""
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    from d1.config import load_config
+    from d1.evaluation.defaults import machine_defaults, run_defaults
+    from d1.evaluation.runner import EvalConfig
+
+    given = load_config(EvalConfig, config, overrides, values=values)
+    from d1.evaluation.defaults import Defaults
+
+    layers = [
+        run_defaults(defaults_from or given.model),
+        machine_defaults(given.model, given.device),
+        Defaults(fallback or {}, source="this command"),
+    ]
+    merged: dict[str, Any] = {}
+    for layer in reversed(layers):  # run defaults over machine defaults
+        merged.update(layer.values)
+    if not merged:
+        cfg = given
+    else:
+        cfg = load_config(EvalConfig, config, overrides, values=values, defaults=merged)
+    for layer in layers:
+        applied = {
+            k: v
+            for k, v in layer.values.items()
+            if _config_value(cfg, k) != _config_value(given, k) and merged.get(k) == v
+        }
+        if applied:
+            shown = ", ".join(f"{k}={v}" for k, v in applied.items())
+            typer.echo(f"Defaults from {layer.source}: {shown}.", err=True)
+    if default_out and cfg.out is None:
+        name = Path(cfg.model.rstrip("/")).name or "model"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg = dataclasses.replace(cfg, out=str(Path("eval_out") / f"{name}-{stamp}"))
+    return cfg
+
+
+def _config_value(cfg: Any, dotted: str) -> Any:
+    """The value of a dotted key of a config object (None when absent)."""
+    node = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+    return tuple(node) if isinstance(node, list) else node
+
+
 _EVAL_CONFIG_HELP = "YAML eval config (configs/eval/NAME.yaml); flags and KEY=VALUE override it."
 _EVAL_OVERRIDES_HELP = "KEY=VALUE overrides of the eval config, e.g. sampler.threshold=0.95."
 
@@ -226,14 +314,21 @@ def eval_command(
     trust_remote_code: bool | None = typer.Option(
         None, "--trust-remote-code/--no-trust-remote-code", help="Allow hub models' custom code."
     ),
-    out: str | None = typer.Option(None, help="Output folder (generations, summary)."),
+    out: str | None = typer.Option(
+        None, help="Output folder (generations, summary); default eval_out/MODEL-TIME/."
+    ),
+    threads: int | None = _THREADS_OPT,
     progress: bool = typer.Option(True, help="Show a progress bar."),
     print_config: bool = typer.Option(False, "--print-config", help=_PRINT_CONFIG_HELP),
 ) -> None:
-    """Evaluate a model on task splits: every generation to JSONL, summary as JSON + markdown."""
-    from d1.config import ConfigError, dump_config, load_config
+    """Evaluate a model on task splits: every generation to JSONL, summary as JSON + markdown.
+
+    A checkpoint of `d1 sft` / `d1 grpo` is evaluated the way it was trained (its tasks, task
+    options, completion length and sampler block) unless a config, flag or KEY=VALUE says
+    otherwise; a tiny model or a CPU gets one short length instead of 128 / 256 / 512."""
+    from d1.config import ConfigError, dump_config
     from d1.evaluation.progress import progress_bar
-    from d1.evaluation.runner import EvalConfig, evaluate, summary_markdown
+    from d1.evaluation.runner import evaluate, summary_markdown
 
     values = _eval_values(
         model=model,
@@ -261,8 +356,10 @@ def eval_command(
             options=sampler_option,
         ),
     )
+    if threads is not None:
+        values["num_threads"] = threads
     try:
-        cfg = load_config(EvalConfig, config, overrides or [], values=values)
+        cfg = _load_eval_config(config, overrides or [], values, default_out=not print_config)
     except ConfigError as e:
         _fail(e)
     if print_config:
@@ -357,7 +454,7 @@ def select_command(
     tasks: str | None = typer.Option(None, help="Comma-separated tasks to choose on."),
     metric: str = typer.Option("accuracy", help="Task metric to maximise (mean over tasks)."),
     gen_lengths: str | None = typer.Option(
-        None, help="Comma-separated generation lengths (default: 256)."
+        None, help="Comma-separated generation lengths (default: the run's, else as d1 eval)."
     ),
     seeds: str | None = typer.Option(None, help="Sampling seeds (temperature > 0 only)."),
     limit: int | None = typer.Option(None, help="Validation examples per task (default: all)."),
@@ -386,14 +483,15 @@ def select_command(
     out: str | None = typer.Option(
         None, help="Where to write selection.json/.md (default: RUN_DIR)."
     ),
+    threads: int | None = _THREADS_OPT,
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Evaluate every checkpoint on the validation split and name the one to report.
 
-    Takes the same evaluation options as `d1 eval` (config file, flags, KEY=VALUE)."""
-    from d1.config import ConfigError, load_config
+    Takes the same evaluation options as `d1 eval` (config file, flags, KEY=VALUE), and like it
+    defaults to the settings the run was trained with."""
+    from d1.config import ConfigError
     from d1.evaluation.progress import progress_bar
-    from d1.evaluation.runner import EvalConfig
     from d1.evaluation.select import SelectConfig, select_checkpoint, selection_markdown
 
     values = _eval_values(
@@ -422,9 +520,17 @@ def select_command(
             options=sampler_option,
         ),
     )
-    values.setdefault("gen_lengths", [256])
+    if threads is not None:
+        values["num_threads"] = threads
     try:
-        ev = load_config(EvalConfig, config, overrides or [], values=values)
+        ev = _load_eval_config(
+            config,
+            overrides or [],
+            values,
+            defaults_from=run_dir,
+            default_out=False,
+            fallback={"gen_lengths": [256]},
+        )
         cfg = SelectConfig(
             run_dir=run_dir, eval=ev, metric=metric, best_on_test=best_on_test, out=out
         )
@@ -506,7 +612,9 @@ def _generate_one(
 def generate_command(
     model: str = typer.Option(..., "--model", help="Built-in name (tiny), folder or hub id."),
     prompt: str = typer.Option(..., "--prompt", help="The user message to complete."),
-    gen_length: int = typer.Option(128, help="Tokens to generate."),
+    gen_length: int | None = typer.Option(
+        None, help="Tokens to generate (default: the run's completion length, else 128)."
+    ),
     sampler: str | None = _SAMPLER_OPT,
     block_length: int | None = typer.Option(
         None, help="Block length (default: 32, or gen_length if smaller)."
@@ -523,12 +631,19 @@ def generate_command(
     device: str | None = typer.Option(None, help="cpu | cuda | ... (default: cuda if available)."),
     dtype: str | None = typer.Option(None, help="float32 | bfloat16 | ... (default: the model's)."),
     show_steps: bool = typer.Option(False, help="Print the completion after every step."),
+    threads: int | None = _THREADS_OPT,
 ) -> None:
-    """Complete one prompt with a diffusion sampler (random tiny models print gibberish)."""
+    """Complete one prompt with a diffusion sampler (random tiny models print gibberish).
+
+    A checkpoint of `d1 sft` / `d1 grpo` gets the completion length and sampler block it was
+    trained with unless flags say otherwise; its tokenizer decides whether a chat template
+    applies."""
     from rich.console import Console
     from rich.markup import escape
 
     from d1.config import ConfigError, config_from_dict, set_key
+    from d1.evaluation.defaults import run_defaults
+    from d1.evaluation.runner import set_threads
     from d1.sampling import SamplerConfig
 
     values = _sampler_values(
@@ -541,9 +656,18 @@ def generate_command(
         remasking=remasking,
         options=sampler_option,
     )
+    trained = run_defaults(model).values
+    run_sampler = {
+        k.removeprefix("sampler."): v for k, v in trained.items() if k.startswith("sampler.")
+    }
+    if gen_length is None:
+        gen_length = trained["gen_lengths"][0] if trained.get("gen_lengths") else 128
     data: dict[str, Any] = {"gen_length": gen_length, "block_length": min(32, gen_length)}
+    data.update(run_sampler)
     for key, value in values.items():
         set_key(data, key, value)
+    if block_length is None and data["block_length"] > gen_length:
+        data["block_length"] = gen_length
     try:
         # Built as the `sampler` section of a one-field config, so errors say `sampler.KEY`.
         wrapper = dataclasses.make_dataclass(
@@ -555,6 +679,10 @@ def generate_command(
             raise ConfigError.keyed([(f"sampler.{k}", m) for k, m in problems])
     except ConfigError as e:
         _fail(e)
+    if run_sampler:
+        shown = ", ".join(f"sampler.{k}={v}" for k, v in run_sampler.items())
+        typer.echo(f"Defaults from the settings the model was trained with: {shown}.", err=True)
+    set_threads(threads, device or ("cuda" if _cuda() else "cpu"))
     console = Console()
 
     def on_step(step: int, block: int, text: str) -> None:

@@ -402,6 +402,8 @@ def load_config(
     *,
     values: Mapping[str, Any] | None = None,
     values_source: str = OVERRIDE_SOURCE,
+    defaults: Mapping[str, Any] | None = None,
+    defaults_source: str = "defaults",
 ) -> T:
     """Read a run config: YAML file (optional) + values + `key=value` overrides -> `cls`.
 
@@ -412,6 +414,8 @@ def load_config(
             as YAML (`lora=null`, `train.report_to=[tensorboard,wandb]`).
         values: {dotted key: Python value} applied after the file and before `overrides`
             (command-line flags, already typed); errors name them as from `values_source`.
+        defaults: {dotted key: Python value} for keys that neither the file, `values` nor
+            `overrides` set (e.g. the settings a checkpoint was trained with).
 
     Raises:
         ConfigError: for a missing file, bad YAML, or any key/type/validation problem.
@@ -436,7 +440,22 @@ def load_config(
     for key, value in (values or {}).items():
         set_key(data, key, value, origins, source=values_source)
     apply_overrides(data, list(overrides), origins)
+    for key, value in (defaults or {}).items():
+        if not _has_key(data, key):
+            set_key(data, key, value, origins, source=defaults_source)
     return config_from_dict(cls, data, source=source, origins=origins)
+
+
+def _has_key(data: Mapping[str, Any], key: str) -> bool:
+    """Whether the nested dict sets the dotted `key` (or a value at one of its parents)."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping):
+            return True  # a parent holds a value: the key is decided there
+        if part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 # ----------------------------------------------------------------------------- saving

@@ -24,6 +24,7 @@ model's own tokens before the first EOS / end-of-turn token); wall time and toke
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -74,6 +75,7 @@ class EvalConfig:
         dtype: model dtype for loading ("float32", "bfloat16", "auto").
         device: "cpu", "cuda", ... (null: "cuda" when a GPU is available, else "cpu").
         trust_remote_code: passed to the model loader for hub models with custom code.
+        num_threads: torch CPU threads (null: as training, min(available cores, 8)).
         confidence: confidence level of the reported intervals.
         out: output folder (null: nothing written).
     """
@@ -92,6 +94,7 @@ class EvalConfig:
     dtype: str = "auto"
     device: str | None = None
     trust_remote_code: bool = False
+    num_threads: int | None = None
     confidence: float = 0.95
     out: str | None = None
 
@@ -142,6 +145,8 @@ class EvalConfig:
             out.append(("batch_size", f"must be >= 1; got {self.batch_size}."))
         if self.limit is not None and self.limit < 1:
             out.append(("limit", f"must be >= 1 (or null for all); got {self.limit}."))
+        if self.num_threads is not None and self.num_threads < 1:
+            out.append(("num_threads", f"must be >= 1 (or null); got {self.num_threads}."))
         if not 0.0 < self.confidence < 1.0:
             out.append(("confidence", f"must be in (0, 1); got {self.confidence}."))
         out += [(f"sampler.{k}", m) for k, m in self.sampler.model_problems(self.model)]
@@ -259,13 +264,15 @@ def generate_completions(
     logit_shift: bool = False,
     progress: Callable[[int], None] | None = None,
     stats: Any = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[list[str], list[int]]:
     """Completions and their effective token counts for `prompts`, in `prompts` order.
 
     Prompts are batched by length (longest first: less padding, and memory peaks early); each
     batch is left-padded with an attention mask, so at temperature 0 the result of a prompt does
     not depend on `batch_size` or on its batch neighbours. `stats` (a
-    `d1.sampling.SamplingStats`) receives the sampler's work.
+    `d1.sampling.SamplingStats`) receives the sampler's work; `on_step(step, block)` is called
+    after every sampler step (progress within a batch).
     """
     from d1.sampling import (
         completion_stop_ids,
@@ -294,6 +301,7 @@ def generate_completions(
             logit_shift=logit_shift,
             stats=stats,
             eos_id=getattr(tokenizer, "eos_token_id", None),
+            trace=None if on_step is None else (lambda step, block, _x: on_step(step, block)),
         )
         completion_ids = out[:, input_ids.shape[1] :]
         decoded = decode_completions(tokenizer, completion_ids, stop_ids)
@@ -472,6 +480,11 @@ def evaluate_model(
                     if progress is not None:
                         progress(done, total, desc)
 
+                def _step(step: int, block: int, desc: str = desc, blocks: int = 0) -> None:
+                    # Moves within a batch: one long batch is minutes on a CPU.
+                    if progress is not None:
+                        progress(done, total, f"{desc}, block {block + 1}/{blocks}")
+
                 stats = SamplingStats()
                 t0 = time.perf_counter()
                 texts, n_tok = generate_completions(
@@ -485,6 +498,7 @@ def evaluate_model(
                     logit_shift=logit_shift,
                     progress=_tick,
                     stats=stats,
+                    on_step=functools.partial(_step, blocks=scfg.num_blocks),
                 )
                 wall = time.perf_counter() - t0
                 scores = [task.score(t, ex) for t, ex in zip(texts, exs, strict=True)]
@@ -589,6 +603,7 @@ def evaluate(config: EvalConfig, progress: ProgressFn | None = None) -> EvalResu
     from d1.models import load_model
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    set_threads(config.num_threads, device)
     loaded = load_model(
         config.model,
         dtype=config.dtype,
@@ -612,3 +627,14 @@ def accuracy_line(result: EvalResult) -> str:
         for r in result.summary
         if "accuracy" in r["metrics"]
     )
+
+
+def set_threads(num_threads: int | None, device: str) -> None:
+    """torch's CPU threads for a command: `num_threads`, or on a CPU the training default
+    (min(available cores, 8)), so a busy machine's default thread count does not apply."""
+    import torch
+
+    from d1.training.runtime import default_num_threads
+
+    if num_threads is not None or str(device).startswith("cpu"):
+        torch.set_num_threads(num_threads or default_num_threads(1))

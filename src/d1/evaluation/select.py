@@ -205,7 +205,7 @@ def selection_markdown(sel: Selection) -> str:
             f"Chosen on the **validation** split by mean `{sel.metric}`; the test split was not "
             "read. Report the test score of this one checkpoint:",
             "",
-            f"    d1 eval --model {sel.chosen.path} --split test",
+            f"    {test_split_command(sel)}",
             "",
         ]
     lines += [f"| checkpoint | step | {sel.split} {sel.metric} (%) |", "|---|---|---|"]
@@ -213,6 +213,17 @@ def selection_markdown(sel: Selection) -> str:
         mark = " **(chosen)**" if c.path == sel.chosen.path else ""
         lines.append(f"| {c.path.name}{mark} | {c.step} | {100 * s:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def test_split_command(sel: Selection) -> str:
+    """The `d1 eval` command that scores the chosen checkpoint on test with the protocol it was
+    chosen by (tasks, lengths; the sampler comes from the checkpoint's run like here)."""
+    cmd = f"d1 eval --model {sel.chosen.path} --split test"
+    result = sel.results.get(str(sel.chosen.path))
+    if result is not None:
+        ev = result.config
+        cmd += f" --tasks {','.join(ev.tasks)} --gen-lengths {','.join(map(str, ev.gen_lengths))}"
+    return cmd
 
 
 def write_selection(sel: Selection, out: Path) -> None:
