@@ -16,7 +16,8 @@ parameters whole for the duration and yields a module that is safe to call (TRL'
   inner module is yielded.
 - FSDP2 (`fully_shard`): the root module's `unshard()` (its own parameter group), then
   `reshard()`; sub-modules with their own `fully_shard` gather in their forward hooks. The root
-  module itself is yielded (FSDP2 does not wrap).
+  module itself is yielded (FSDP2 does not wrap). The root is settled first, as its first
+  forward would (the fast sampler's KV cache calls the inner model, bypassing the root).
 - DeepSpeed ZeRO-3: `deepspeed.zero.GatheredParameters` over all parameters, with ZeRO-3's
   per-module fetch/release hooks taken off for the duration (otherwise the first forward would
   release what was gathered and every later sampler step would gather layer by layer again) and
@@ -164,6 +165,12 @@ def generation_context(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         with fsdp.summon_full_params(model, recurse=False, writeback=False):
             yield model.module
     elif kind == "fsdp2":
+        # FSDP2 picks its root at the first forward through a sharded module. The fast sampler
+        # calls the inner LLaDA model directly (its KV cache), which would make the first block
+        # a root of its own (an error at the next root forward): settle the root first.
+        state = getattr(model, "_get_fsdp_state", None)
+        if callable(state) and hasattr(state(), "_lazy_init"):
+            state()._lazy_init()
         model.unshard()
         try:
             yield model

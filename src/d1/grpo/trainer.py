@@ -515,7 +515,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                 "time/seconds_per_step": (now - t_window) / window_steps,
                 # Per optimizer step; rollout and old log-probs amortised over the window.
                 **{f"time/{key}_seconds": v / window_steps for key, v in timing.items()},
-                **{f"compute/{key}": v * world for key, v in counter.as_dict().items()},
+                **{f"compute/{key}": v for key, v in _all_processes(counter, world).items()},
                 **{f"train/{key}": v for key, v in pending.items()},
             }
             peak = _peak_memory_gb(device)
@@ -535,8 +535,15 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
         step=run.state.step,
         last_checkpoint=run.checkpoints.latest(),
         metrics=last_metrics,
-        compute={key: v * world for key, v in counter.as_dict().items()},
+        compute=_all_processes(counter, world),
     )
+
+
+def _all_processes(counter: ComputeCounter, world: int) -> dict[str, int]:
+    """The compute of all processes: work counts (every process does the same amount) times the
+    process count; generation batches and optimizer steps are shared, counted once."""
+    shared = ("generation_batches", "optimizer_steps")
+    return {k: v if k in shared else v * world for k, v in counter.as_dict().items()}
 
 
 def _resumed_from(run: TrainingRun) -> Path:
