@@ -154,3 +154,67 @@ def test_train_grpo_checks_the_launch_before_loading(tmp_path: Path, clean_env) 
     with pytest.raises((ImportError, RuntimeError), match="load_in_4bit"):
         train_grpo(None, [*base[:1], *base[2:]])  # the paper default: a 4-bit base
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- 8-bit AdamW
+
+
+def test_8bit_optimizer_key_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.optimizer"):
+        cfg("optim.optimizer=adamw_4bit", "train.max_steps=1")
+    assert cfg("optim.optimizer=paged_adamw_8bit").optim.optimizer == "paged_adamw_8bit"
+
+
+def test_8bit_optimizer_needs_bitsandbytes_and_cuda(monkeypatch) -> None:
+    eight = cfg("model.load_in_4bit=false", "optim.optimizer=adamw_8bit", "train.max_steps=1")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"optim\.optimizer=adamw_8bit needs the bitsandbytes"):
+        check_launch(eight, LaunchPlan(cuda=True))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "bitsandbytes" else real(name, *a),
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        check_launch(eight, LaunchPlan())
+
+
+def test_8bit_optimizer_is_bitsandbytes_with_our_groups(monkeypatch, bitsandbytes_installed):
+    """The optimizer is bitsandbytes' class, over d1's two parameter groups with the config's
+    hyper-parameters (a fake bitsandbytes records the call; the real one needs CUDA)."""
+    import sys
+    import types
+
+    from d1.training.config import OptimConfig
+    from d1.training.optim import build_optimizer
+
+    made = {}
+
+    def recorder(name):
+        def make(groups, **kwargs):
+            made.update(name=name, groups=groups, kwargs=kwargs)
+            return name
+
+        return make
+
+    fake = types.ModuleType("bitsandbytes")
+    fake.optim = types.SimpleNamespace(
+        AdamW8bit=recorder("AdamW8bit"), PagedAdamW8bit=recorder("PagedAdamW8bit")
+    )
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model = torch.nn.Linear(3, 2)
+    for name, cls in (("adamw_8bit", "AdamW8bit"), ("paged_adamw_8bit", "PagedAdamW8bit")):
+        opt_cfg = OptimConfig(optimizer=name, learning_rate=3e-6, adam_beta2=0.99, weight_decay=0.1)
+        assert build_optimizer(model, opt_cfg) == cls
+        assert made["kwargs"] == {"lr": 3e-6, "betas": (0.9, 0.99), "eps": 1e-8}
+        decay, no_decay = made["groups"]
+        assert decay["params"] == [model.weight] and decay["weight_decay"] == 0.1
+        assert no_decay["params"] == [model.bias] and no_decay["weight_decay"] == 0.0
+    assert isinstance(build_optimizer(model, OptimConfig()), torch.optim.AdamW)

@@ -16,6 +16,7 @@ import torch
 from d1.config import ConfigError
 from d1.grpo.config import GRPOConfig
 from d1.models.loading import check_4bit_available
+from d1.training.optim import check_optimizer_available
 
 __all__ = ["LaunchPlan", "check_launch"]
 
@@ -60,7 +61,8 @@ def check_launch(cfg: GRPOConfig, plan: LaunchPlan) -> None:
     - the number of processes must split the global batch into whole micro-batches and whole
       prompt groups per process (`GRPOConfig.gradient_accumulation_steps`);
     - `model.load_in_4bit` needs CUDA and bitsandbytes, and plain data parallel (4-bit weights
-      are not sharded by FSDP or ZeRO-3 here);
+      are not sharded by FSDP or ZeRO-3 here); so does an 8-bit `optim.optimizer` (CUDA and
+      bitsandbytes);
     - FSDP and DeepSpeed need GPUs: without one d1 runs CPU processes as DDP over gloo, which
       would silently ignore the sharding that was asked for;
     - ZeRO-3 with `grpo.beta > 0` needs a reference that is the training model with its LoRA
@@ -80,6 +82,7 @@ def check_launch(cfg: GRPOConfig, plan: LaunchPlan) -> None:
                 "are not sharded): launch with configs/accelerate/multi_gpu_ddp.yaml (the "
                 "paper's QLoRA setting) or set model.load_in_4bit=false."
             )
+    check_optimizer_available(cfg.optim.optimizer)
     if plan.backend in ("fsdp", "deepspeed") and not plan.cuda:
         raise RuntimeError(
             f"The accelerate config asks for {_name(plan)}, which needs GPUs, and this process "
