@@ -5,7 +5,7 @@ an out-of-memory is reported in its row and the next row runs):
 
 1. bf16 forward at 4,096 tokens (no grad);
 2. reference vs fast sampler tokens/s at gen 256, block 32, 128 steps, batch 1 and 8 (greedy,
-   64-token prompts): `SamplerConfig(sampler="fast", cache="dual")` on the fixed schedule, and
+   64-token prompts): `SamplerConfig(name="fast", cache="dual")` on the fixed schedule, and
    with `threshold=0.95` (random weights never reach the threshold, so that row is threshold
    decoding's worst case, one token per call; a trained model commits several);
 3. one diffu-GRPO optimizer step, full fine-tuning: float32 master weights, bf16 autocast,
@@ -181,9 +181,9 @@ def sampler_configs(shape: Shape) -> dict[str, SamplerConfig]:
     }
     return {
         "reference": SamplerConfig(**base),
-        "fast dual": SamplerConfig(**base, sampler="fast", cache="dual"),
+        "fast dual": SamplerConfig(**base, name="fast", cache="dual"),
         "fast dual+threshold 0.95": SamplerConfig(
-            **base, sampler="fast", cache="dual", threshold=0.95
+            **base, name="fast", cache="dual", threshold=0.95
         ),
     }
 

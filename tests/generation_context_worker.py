@@ -243,7 +243,7 @@ def main() -> None:
     torch.set_num_threads(1)
     reference = SamplerConfig(gen_length=8, block_length=4, steps=4, temperature=1.0)
     fast = SamplerConfig(
-        gen_length=8, block_length=4, steps=4, temperature=1.0, sampler="fast", cache="dual"
+        gen_length=8, block_length=4, steps=4, temperature=1.0, name="fast", cache="dual"
     )
     for backend in sys.argv[1:]:
         for lora in (False, True):
