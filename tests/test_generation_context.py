@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import types
@@ -31,14 +30,9 @@ from d1.grpo.update import Reference, UpdateSettings, policy_step, prepare_polic
 from d1.models import LoraSettings, apply_lora
 from d1.sampling import SamplerConfig
 from d1.tasks.base import Example
+from distributed_helpers import free_port
 
 TESTS = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

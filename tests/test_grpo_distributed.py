@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from distributed_helpers import free_port
 from toy_tasks import TOY_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +57,6 @@ def _toy_tasks_and_threads(monkeypatch):
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def overrides(out: Path, name: str, **extra: str) -> list[str]:
