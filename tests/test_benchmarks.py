@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / name)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -83,3 +84,61 @@ def test_random_prompts_never_hold_the_mask_token() -> None:
     ids = bench.random_prompts(64, 32, 12, 9, torch.Generator().manual_seed(0))
     assert ids.shape == (64, 32) and int(ids.min()) >= 7 and int(ids.max()) < 12
     assert not (ids == 9).any() and (ids == 8).any() and (ids == 10).any()
+
+
+def test_gpu_check_tiny_runs_every_row() -> None:
+    """`gpu_check.py --tiny`: the GPU script's rows on the tiny model on the CPU, each measured
+    (the 4-bit row says it needs bitsandbytes where that is not installed)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    rows = [line.split(" | ") for line in out.splitlines() if line.count(" | ") == 5]
+    checks = [row[0] for row in rows]
+    assert checks == [
+        "bf16 forward, 512 tokens",
+        *(
+            f"sampler {mode}, gen 32, batch {batch}"
+            for batch in (1, 8)
+            for mode in ("reference", "fast dual", "fast dual+threshold 0.95")
+        ),
+        "diffu-GRPO step, full FT (G 6, gen 32, mu 2)",
+        "diffu-GRPO step, LoRA r 8 on NF4 4-bit",
+        "masked SFT step, 512 tokens, LoRA r 8",
+    ]
+    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
+    for check, status, seconds, *_ in rows:
+        if "NF4" in check and not has_bnb:
+            assert status == "skipped: bitsandbytes is not installed (pip install bitsandbytes)"
+        else:
+            assert status == "ok", (check, status)
+            assert float(seconds) > 0
+
+
+def test_gpu_check_rows_are_isolated(capsys) -> None:
+    """A failing or out-of-memory row fills its own row; the next row still runs."""
+    import torch
+
+    bench = _load("gpu_check.py")
+
+    def oom():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    def broken():
+        raise ValueError("bad shape\nsecond line")
+
+    table = bench.run_rows(
+        [("a", oom), ("b", broken), ("c", lambda: {"seconds": "1.0"})],
+        torch.device("cpu"),
+        bench.Console(width=200),
+    )
+    statuses = table.columns[1]._cells
+    assert statuses == [
+        "out of memory: CUDA out of memory. Tried to allocate 20.00 GiB",
+        "failed: ValueError: bad shape",
+        "ok",
+    ]
+    assert table.columns[2]._cells == ["-", "-", "1.0"]

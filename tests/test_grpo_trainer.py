@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,37 +11,9 @@ import torch
 
 from d1.config import ConfigError, load_config
 from d1.grpo.config import GRPOConfig
-from d1.tasks.base import Example, RewardFn, Score, Task
+from toy_tasks import TOY_TASKS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "grpo"
-
-
-class Echo(Task):
-    """Toy generated task: the prompt is a digit d, the answer "ddd"; reward = share right."""
-
-    name = "echo"
-
-    def load(self, split="train", *, path=None, limit=None, seed=0):
-        out = []
-        for i in range(200):
-            d = str((i * 7) % 10)
-            out.append(Example(id=f"{split}{i}", question=d, answer=d * 3, response=d * 3))
-        return out[:limit] if limit else out
-
-    def user_message(self, example: Example) -> str:
-        return example.question
-
-    def match(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
-        return [
-            sum(a == b for a, b in zip(c[:3], ex.answer, strict=False)) / 3
-            for c, ex in zip(completions, examples, strict=True)
-        ]
-
-    def reward_functions(self) -> dict[str, RewardFn]:
-        return {"match": self.match}
-
-    def score(self, completion: str, example: Example) -> Score:
-        return Score(correct=float(completion.strip() == example.answer), parsed=completion)
 
 
 @pytest.fixture
@@ -50,7 +21,7 @@ def echo_task(monkeypatch):
     """Register the toy task for this test only; keep torch's thread count as it was."""
     import d1.tasks
 
-    monkeypatch.setitem(d1.tasks._REGISTRY, "echo", f"{__name__}:Echo")
+    monkeypatch.setitem(d1.tasks._REGISTRY, "echo", TOY_TASKS["echo"])
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -251,25 +222,12 @@ def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
             assert ra[key] == rb[key], key
 
 
-class Letter(Echo):
-    """A second toy task for mixtures, with a dense reward (share of lowercase letters), so that
-    even a random model gets non-zero advantages."""
-
-    name = "letter"
-
-    def load(self, split="train", *, path=None, limit=None, seed=0):
-        return [Example(f"l{i}", "abc"[i % 3], "abc"[i % 3] * 3) for i in range(30)]
-
-    def match(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
-        return [sum(ch.islower() for ch in c) / max(len(c), 1) for c in completions]
-
-
 def test_full_finetune_mu1_with_kl_and_a_task_mixture(tmp_path: Path, echo_task, monkeypatch):
     """mu = 1 with beta > 0 (the reference crashed there), frozen-copy reference, two tasks."""
     import d1.tasks
     from d1.grpo.trainer import train_grpo
 
-    monkeypatch.setitem(d1.tasks._REGISTRY, "letter", f"{__name__}:Letter")
+    monkeypatch.setitem(d1.tasks._REGISTRY, "letter", TOY_TASKS["letter"])
     result = train_grpo(
         None,
         _tiny_overrides(

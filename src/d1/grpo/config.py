@@ -328,8 +328,11 @@ class GRPOConfig:
                 [
                     (
                         "global_batch_size",
-                        f"{self.global_batch_size} is not divisible by per_device_batch_size x "
-                        f"processes = {per_step}.",
+                        f"{self.global_batch_size} is not divisible by "
+                        f"train.per_device_batch_size x processes = "
+                        f"{self.train.per_device_batch_size} x {num_processes} = {per_step}: "
+                        "launch a number of processes that divides it, or change "
+                        "global_batch_size / train.per_device_batch_size.",
                     )
                 ]
             )
@@ -341,7 +344,8 @@ class GRPOConfig:
                         "global_batch_size",
                         f"each of the {num_processes} processes would get "
                         f"{ga * self.train.per_device_batch_size} completions, not whole groups "
-                        f"of {self.grpo.num_generations}.",
+                        f"of grpo.num_generations={self.grpo.num_generations}: launch a "
+                        "number of processes that divides the number of prompts per step.",
                     )
                 ]
             )

@@ -3,9 +3,10 @@
 One generation batch is a list of (task, example) prompts, possibly from several tasks (a
 multi-task mixture, SPEC 7). Each prompt is repeated G (`num_generations`) times, contiguously,
 so rows `[g*G, (g+1)*G)` form prompt g's group; all rows are left-padded with an attention
-mask and sampled with `d1.sampling` (the policy in eval mode, no gradient, one
-`torch.Generator`). Completions are decoded, scored by their own task's reward components (kept
-separately for logging), and summed into the total reward.
+mask and sampled with `d1.sampling` (the policy in eval mode, no gradient, inside
+`d1.grpo.generation.generation_context`, one `torch.Generator` per sampler call). Completions
+are decoded, scored by their own task's reward components (kept separately for logging), and
+summed into the total reward.
 
 `PromptSampler` draws the prompts: a deterministic, resumable stream over one or several tasks'
 training sets (mixture weights), each task reshuffled every epoch.
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from d1.grpo.generation import generation_context
 from d1.grpo.loss import completion_mask
 from d1.sampling import SamplerConfig, SamplingStats, decode_completions, left_pad, sample
 from d1.tasks.base import Example, Task, render_prompt
@@ -246,23 +248,31 @@ def generate_rollouts(
     logit_shift: bool = False,
     device: torch.device | str | None = None,
     stats: SamplingStats | None = None,
+    call_generator: Callable[[int], torch.Generator] | None = None,
 ) -> Rollout:
     """Sample `num_generations` completions per prompt and score them (SPEC 4).
 
     Args:
-        model: the policy (put in eval mode for sampling, its mode restored afterwards).
+        model: the policy, plain or as prepared by accelerate (sampled inside
+            `generation_context`, in eval mode, its mode restored afterwards; collective under
+            FSDP / ZeRO-3).
         tokenizer: the model's tokenizer (chat template applied through `render_prompt`).
         items: the prompts of this generation batch (each with its task).
         num_generations: G completions per prompt.
         sampler: sampler settings (d1 rollouts: `SamplerConfig.for_rollouts()`: 256 tokens,
             block 32, 128 steps, temperature 0.9).
         mask_id, eos_id: the model's mask and EOS ids (the completion mask ends at EOS).
-        generator: sampling noise (on the model's device).
+        generator: sampling noise (on the model's device), shared by all sampler calls.
         generation_batch_size: sequences sampled per call (None: all N at once).
         max_prompt_length: prompts are left-truncated to this many tokens (d1: 200).
         logit_shift: True for Dream-style models.
         device: where the tensors go (default: the model's device).
         stats: optional `SamplingStats` that receives the sampler's work (compute accounting).
+        call_generator: instead of `generator`, `call_generator(first_row)` gives the noise
+            generator of the sampler call whose first row is `first_row` of this batch. The
+            trainer keys it by the row's index in the generation batch of all processes, so a
+            call's noise does not depend on the process count (as long as calls hold the same
+            rows: `generation_batch_size` dividing each process's share).
     """
     if num_generations < 1:
         raise ValueError(f"num_generations must be >= 1; got {num_generations}.")
@@ -275,29 +285,32 @@ def generate_rollouts(
     texts = [t for t in unique_texts for _ in range(num_generations)]
     prompt_ids = unique_ids.repeat_interleave(num_generations, dim=0)
     prompt_mask = unique_mask.repeat_interleave(num_generations, dim=0)
+    if generator is not None and call_generator is not None:
+        raise ValueError("Pass either generator or call_generator, not both.")
     n = prompt_ids.shape[0]
     step = n if not generation_batch_size else int(generation_batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        outs = []
-        for start in range(0, n, step):
-            sl = slice(start, start + step)
-            out = sample(
-                model,
-                prompt_ids[sl],
-                prompt_mask[sl],
-                config=sampler,
-                mask_id=mask_id,
-                generator=generator,
-                logit_shift=logit_shift,
-                stats=stats,
-                eos_id=eos_id,
-            )
-            outs.append(out[:, prompt_ids.shape[1] :])
-        completion_ids = torch.cat(outs, dim=0)
-    finally:
-        model.train(was_training)
+    with generation_context(model) as policy:
+        was_training = policy.training
+        policy.eval()
+        try:
+            outs = []
+            for start in range(0, n, step):
+                sl = slice(start, start + step)
+                out = sample(
+                    policy,
+                    prompt_ids[sl],
+                    prompt_mask[sl],
+                    config=sampler,
+                    mask_id=mask_id,
+                    generator=call_generator(start) if call_generator else generator,
+                    logit_shift=logit_shift,
+                    stats=stats,
+                    eos_id=eos_id,
+                )
+                outs.append(out[:, prompt_ids.shape[1] :])
+            completion_ids = torch.cat(outs, dim=0)
+        finally:
+            policy.train(was_training)
     comp_mask = completion_mask(completion_ids, eos_id)
     completions = decode_completions(tokenizer, completion_ids)
     rewards, per_func = score_completions(completions, rows)

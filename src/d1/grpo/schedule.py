@@ -26,29 +26,29 @@ from d1.training.data import derive_seed
 __all__ = ["iteration_generator", "iteration_prompt_mask", "mask_seed"]
 
 
-def mask_seed(run_seed: int, generation_batch: int, iteration: int, rank: int = 0) -> int:
-    """A 63-bit seed that depends only on (run seed, generation batch, inner iteration, rank).
+def mask_seed(run_seed: int, generation_batch: int, iteration: int, row: int = 0) -> int:
+    """A 63-bit seed that depends only on (run seed, generation batch, inner iteration, row).
 
-    `rank` (the process index) keeps processes that sample different prompts from drawing the
-    same mask pattern.
+    `row` is the completion's index within the whole generation batch (all processes), so a
+    completion draws the same mask however many processes share the batch.
 
     A hash (`d1.training.data.derive_seed`) rather than arithmetic mixing, so neighbouring
     (g, k) pairs never give correlated or colliding seeds; stable across processes and runs.
     """
-    return derive_seed(run_seed, "grpo-prompt-mask", generation_batch, iteration, rank)
+    return derive_seed(run_seed, "grpo-prompt-mask", generation_batch, iteration, row)
 
 
 def iteration_generator(
     run_seed: int,
     generation_batch: int,
     iteration: int,
-    rank: int = 0,
+    row: int = 0,
     device: torch.device | str = "cpu",
 ) -> torch.Generator:
     """A fresh `torch.Generator` seeded with `mask_seed(run_seed, generation_batch, iteration,
-    rank)`."""
+    row)`."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(mask_seed(run_seed, generation_batch, iteration, rank))
+    gen.manual_seed(mask_seed(run_seed, generation_batch, iteration, row))
     return gen
 
 
@@ -62,24 +62,36 @@ def iteration_prompt_mask(
     generation_batch: int,
     iteration: int,
     random_masking: bool = True,
-    rank: int = 0,
+    row_offset: int = 0,
 ) -> torch.Tensor:
     """The [N, P] bool prompt mask of inner iteration `iteration` for a whole generation batch.
 
-    Drawn on the CPU (so CPU and GPU runs draw the same masks) and moved to `prompt_ids`' device.
+    Row i's mask comes from its own generator, keyed by its global index `row_offset + i`, and is
+    drawn over its real tokens only, in order: it depends neither on which process holds the row
+    nor on how far the batch is padded, so W processes draw exactly the masks of one process
+    with the same global batch. Drawn on the CPU (CPU and GPU runs draw the same masks) and
+    moved to `prompt_ids`' device.
 
     Args:
-        prompt_ids, prompt_mask: the generation batch's [N, P] prompts and attention mask
-            (padding is never masked).
+        prompt_ids, prompt_mask: the [N, P] prompts and attention mask (padding is never masked).
         p_mask: probability of masking each real prompt token (d1: 0.15).
         mask_id: the mask token id.
-        run_seed, generation_batch, iteration: what the mask depends on (and nothing else).
+        run_seed, generation_batch, iteration: what the mask depends on, with the row.
         random_masking: d1's switch; False reuses iteration 0's mask for every k (d1 then used
             the fixed seed 42 for all iterations).
-        rank: the process index (processes hold different prompts and draw different masks).
+        row_offset: the global index of row 0 (this process's first completion in the
+            generation batch of all processes).
     """
     k = iteration if random_masking else 0
-    gen = iteration_generator(run_seed, generation_batch, k, rank)
-    cpu_mask = None if prompt_mask is None else prompt_mask.cpu()
-    noise = draw_prompt_mask(prompt_ids.cpu(), cpu_mask, p_mask, mask_id=mask_id, generator=gen)
-    return noise.to(prompt_ids.device)
+    ids = prompt_ids.cpu()
+    real = (
+        torch.ones_like(ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.cpu().bool()
+    )
+    out = torch.zeros_like(ids, dtype=torch.bool)
+    for i in range(ids.shape[0]):
+        cols = real[i].nonzero().squeeze(1)
+        gen = iteration_generator(run_seed, generation_batch, k, row_offset + i)
+        out[i, cols] = draw_prompt_mask(
+            ids[i, cols][None], None, p_mask, mask_id=mask_id, generator=gen
+        )[0]
+    return out.to(prompt_ids.device)

@@ -4,9 +4,18 @@ Per generation batch g (every `num_iterations` optimizer steps):
 
 1. draw the next prompts (`PromptSampler`; one or several tasks), G rollouts each, scored by
    the tasks' reward components (`rollout.generate_rollouts`);
-2. advantages `r - mean(group)` (`advantages.compute_advantages`);
+2. advantages `r - mean(group)` (`advantages.compute_advantages`) over the rewards of all
+   processes;
 3. prompt masks for every inner iteration k and the old policy's log-probs for k >= 1
    (`update.prepare_policy_batch`: before any update, without gradient, in chunks).
+
+Several processes: the prompts of a generation batch are drawn once for all and process r takes
+its contiguous share; every random draw is keyed by a row's index in that global batch (sampler
+noise per sampler call, prompt masks per completion), advantages and loss weights are computed
+over the global batch, and gradients are averaged, so W processes compute what one process with
+the same global batch computes (up to float reduction order; LoRA dropout, the one draw from
+torch's global RNG, differs per process). Rollouts and every no-grad log-prob pass run inside
+`generation.generation_context`, which makes sharded (FSDP / ZeRO-3) parameters whole.
 
 Then optimizer step s = g * mu + k runs inner iteration k over the whole generation batch in
 micro-batches (`update.policy_step`), clips the gradient norm and steps AdamW and the schedule.
@@ -39,7 +48,8 @@ import torch
 from d1.config import ConfigError, load_config
 from d1.grpo.advantages import AdvantageResult, compute_advantages
 from d1.grpo.config import GRPOConfig
-from d1.grpo.loss import LossStats
+from d1.grpo.launch import LaunchPlan, check_launch
+from d1.grpo.loss import LossStats, token_weights
 from d1.grpo.rollout import PromptSampler, Rollout, generate_rollouts
 from d1.grpo.update import (
     ComputeCounter,
@@ -93,7 +103,9 @@ def _load_tasks(cfg: GRPOConfig) -> list[tuple[str, Any, list, float]]:
 
 def _rollout_metrics(
     rollout: Rollout,
+    rewards: torch.Tensor,
     adv: AdvantageResult,
+    row_offset: int,
     accelerator: Any,
     eos_id: int | None,
     task_names: list[str],
@@ -101,10 +113,11 @@ def _rollout_metrics(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Reward / accuracy / length / advantage statistics of a generation batch (all processes).
 
-    `task_names` and `reward_keys` ("task/component") are the run's, identical on every process,
-    so every process makes the same collective calls whatever tasks its own prompts came from.
+    `rewards` and `adv` are already the whole generation batch's (all processes); this
+    process's rows start at `row_offset`. `task_names` and `reward_keys` ("task/component") are
+    the run's, identical on every process, so every process makes the same collective calls
+    whatever tasks its own prompts came from.
     """
-    rewards = accelerator.gather(rollout.rewards.float())
     ids = rollout.completion_ids
     no_eos = (
         ~(ids == eos_id).any(dim=1)
@@ -115,18 +128,12 @@ def _rollout_metrics(
     metrics: dict[str, float] = {
         "reward": float(rewards.mean()),
         "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
-        "reward_group_std": float(
-            accelerator.gather(adv.group_std.float().to(rewards.device)).mean()
-        ),
+        "reward_group_std": float(adv.group_std.float().mean()),
         "completion_length": float(lengths.mean()),
         "completion_length_max": float(lengths.max()),
         "completion_no_eos_fraction": float(accelerator.gather(no_eos.float()).mean()),
-        "advantage/zero_std_group_fraction": float(
-            accelerator.gather(torch.tensor([adv.zero_std_fraction], device=rewards.device)).mean()
-        ),
-        "advantage/nonzero_fraction": float(
-            accelerator.gather(torch.tensor([adv.nonzero_fraction], device=rewards.device)).mean()
-        ),
+        "advantage/zero_std_group_fraction": adv.zero_std_fraction,
+        "advantage/nonzero_fraction": adv.nonzero_fraction,
         "prompts_truncated": float(
             accelerator.gather(
                 torch.tensor([float(rollout.truncated_prompts)], device=rewards.device)
@@ -179,7 +186,7 @@ def _rollout_metrics(
                     for k, v in rollout.rewards_per_func.items()
                     if not math.isnan(float(v[i]))
                 },
-                "advantage": float(adv.advantages[i]),
+                "advantage": float(adv.advantages[row_offset + i]),
                 "correct": float(correct[i]),
             }
         )
@@ -203,6 +210,7 @@ def _save_batch(batch: PolicyBatch, path: Path) -> None:
             "completion_ids": batch.completion_ids.cpu(),
             "completion_mask": batch.completion_mask.cpu(),
             "advantages": batch.advantages.cpu(),
+            "weights": batch.weights.cpu(),
             "old_logps": [None if o is None else o.cpu() for o in batch.old_logps],
             "index": batch.index,
         },
@@ -211,7 +219,6 @@ def _save_batch(batch: PolicyBatch, path: Path) -> None:
 
 
 def _load_batch(path: Path, settings: UpdateSettings, device: torch.device) -> PolicyBatch:
-    from d1.grpo.loss import token_weights
     from d1.grpo.schedule import iteration_prompt_mask
 
     data = torch.load(path, map_location="cpu", weights_only=False)
@@ -228,21 +235,24 @@ def _load_batch(path: Path, settings: UpdateSettings, device: torch.device) -> P
             generation_batch=data["index"],
             iteration=k,
             random_masking=settings.random_masking,
-            rank=settings.rank,
+            row_offset=settings.row_offset,
         )
         for k in range(settings.num_iterations)
     ]
+    weights = data.get("weights")  # absent from batch files of older versions (one process)
+    if weights is None:
+        weights = token_weights(
+            completion_mask,
+            aggregation=settings.aggregation,
+            num_generations=settings.num_generations,
+        )
     return PolicyBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
         completion_ids=data["completion_ids"].to(device),
         completion_mask=completion_mask,
         advantages=data["advantages"].to(device),
-        weights=token_weights(
-            completion_mask,
-            aggregation=settings.aggregation,
-            num_generations=settings.num_generations,
-        ),
+        weights=weights.to(device),
         prompt_masks=masks,
         old_logps=[None if o is None else o.to(device) for o in data["old_logps"]],
         index=int(data["index"]),
@@ -270,7 +280,9 @@ def train_grpo(
         cfg = config
     else:
         cfg = load_config(GRPOConfig, config, list(overrides))
-    # Tasks first: a data problem should fail before a model is loaded.
+    # The launch first (process count, backend, 4-bit), then the tasks: both fail before a
+    # model is loaded.
+    check_launch(cfg, LaunchPlan.from_env())
     pools = _load_tasks(cfg)
     run = TrainingRun(
         cfg, train=cfg.train, optim=cfg.optim, model_cfg=cfg.model, lora=cfg.lora, command="grpo"
@@ -300,9 +312,8 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
         if device.type == "cuda" and acc.mixed_precision == "bf16":
             frozen = frozen.to(torch.bfloat16)  # it only ever runs under bf16 autocast
     run.setup_optimization(max_steps)
-    model = run.model
-    policy = run.unwrapped_model()
-    reference = Reference(policy, frozen) if gcfg.beta > 0 else None
+    model = run.model  # as prepared; no-grad passes unwrap it in `generation_context`
+    reference = Reference(model, frozen) if gcfg.beta > 0 else None
 
     settings = UpdateSettings(
         num_iterations=mu,
@@ -319,8 +330,16 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
         estimator=gcfg.estimator,
         logit_shift=run.spec.logit_shift,
         logprob_chunk_size=gcfg.logprob_chunk_size,
-        rank=rank,
+        row_offset=rank * per_device * ga,  # this process's first row in the generation batch
     )
+    rows = slice(settings.row_offset, settings.row_offset + per_device * ga)
+
+    def rollout_noise(gen_index: int):
+        # Keyed by the global row where each sampler call starts, not by the process.
+        return lambda start: keyed_generator(
+            tcfg.seed, "grpo-rollout", gen_index, settings.row_offset + start, device=device
+        )
+
     prompt_sampler = PromptSampler(pools, seed=tcfg.seed)
     task_names = [p[0] for p in pools]
     reward_keys = [
@@ -389,25 +408,37 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
             t0 = time.perf_counter()
             items = prompt_sampler.next_items(prompts_per_process * world)
             items = items[rank * prompts_per_process : (rank + 1) * prompts_per_process]
-            gen = keyed_generator(tcfg.seed, "grpo-rollout", gen_index, rank, device=device)
             sampling = SamplingStats()
             with acc.autocast():
                 rollout = generate_rollouts(
-                    policy,
+                    model,
                     run.tokenizer,
                     items,
                     num_generations=g_size,
                     sampler=gcfg.sampler,
                     mask_id=run.spec.mask_token_id,
                     eos_id=run.spec.eos_token_id,
-                    generator=gen,
+                    generator=None,
+                    call_generator=rollout_noise(gen_index),
                     generation_batch_size=gcfg.generation_batch_size or per_device,
                     max_prompt_length=gcfg.max_prompt_length,
                     logit_shift=run.spec.logit_shift,
                     device=device,
                     stats=sampling,
                 )
-            adv = compute_advantages(rollout.rewards, g_size, gcfg.scale_rewards)
+            # Advantages and loss weights over the whole generation batch (every process's
+            # rows, in process order); this process keeps its own rows. Weights are scaled by
+            # the process count because the gradients are averaged across processes.
+            all_rewards = acc.gather(rollout.rewards.float())
+            adv = compute_advantages(all_rewards, g_size, gcfg.scale_rewards)
+            weights = (
+                token_weights(
+                    acc.gather(rollout.completion_mask.float()),
+                    aggregation=gcfg.loss_aggregation,
+                    num_generations=g_size,
+                )[rows]
+                * world
+            )
             counter.generations += len(rollout)
             counter.generation_batches += 1
             counter.add_sampling(sampling)
@@ -415,20 +446,28 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
             timing["rollout"] += t1 - t0
             with acc.autocast():
                 batch = prepare_policy_batch(
-                    policy,
+                    model,
                     prompt_ids=rollout.prompt_ids,
                     prompt_mask=rollout.prompt_mask,
                     completion_ids=rollout.completion_ids,
                     completion_mask=rollout.completion_mask,
-                    advantages=adv.advantages.to(device),
+                    advantages=adv.advantages[rows].to(device),
                     settings=settings,
                     generation_batch=gen_index,
                     counter=counter,
+                    weights=weights.to(device),
                 )
             model.train()
             timing["old_logps"] += time.perf_counter() - t1
             metrics, samples = _rollout_metrics(
-                rollout, adv, acc, run.spec.eos_token_id, task_names, reward_keys
+                rollout,
+                all_rewards,
+                adv,
+                settings.row_offset,
+                acc,
+                run.spec.eos_token_id,
+                task_names,
+                reward_keys,
             )
             pending.update(metrics)
             every = gcfg.log_completions_steps
@@ -476,7 +515,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                 "time/seconds_per_step": (now - t_window) / window_steps,
                 # Per optimizer step; rollout and old log-probs amortised over the window.
                 **{f"time/{key}_seconds": v / window_steps for key, v in timing.items()},
-                **{f"compute/{key}": v * world for key, v in counter.as_dict().items()},
+                **{f"compute/{key}": v for key, v in _all_processes(counter, world).items()},
                 **{f"train/{key}": v for key, v in pending.items()},
             }
             peak = _peak_memory_gb(device)
@@ -496,8 +535,15 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
         step=run.state.step,
         last_checkpoint=run.checkpoints.latest(),
         metrics=last_metrics,
-        compute={key: v * world for key, v in counter.as_dict().items()},
+        compute=_all_processes(counter, world),
     )
+
+
+def _all_processes(counter: ComputeCounter, world: int) -> dict[str, int]:
+    """The compute of all processes: work counts (every process does the same amount) times the
+    process count; generation batches and optimizer steps are shared, counted once."""
+    shared = ("generation_batches", "optimizer_steps")
+    return {k: v if k in shared else v * world for k, v in counter.as_dict().items()}
 
 
 def _resumed_from(run: TrainingRun) -> Path:

@@ -14,7 +14,8 @@ is the plain policy gradient. This saves one forward pass per generation batch a
 with beta > 0).
 
 Current log-probs run in the model's training mode (LoRA dropout active, as in d1); old and
-reference log-probs run in eval mode (deterministic), without gradient.
+reference log-probs run in eval mode (deterministic), without gradient, inside
+`d1.grpo.generation.generation_context` (parameters made whole under FSDP / ZeRO-3).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from d1.grpo.generation import generation_context, unwrap_parallel
 from d1.grpo.loss import LossStats, grpo_loss, token_weights
 from d1.grpo.schedule import iteration_prompt_mask
 from d1.likelihood import estimate_logps
@@ -49,7 +51,7 @@ class UpdateSettings:
         micro_batch_size: completions per forward/backward (gradient accumulation unit).
         num_generations: G (for the group aggregation).
         mask_id: the mask token id.
-        seed: run seed (prompt masks depend on (seed, generation batch, k) only).
+        seed: run seed (prompt masks depend on (seed, generation batch, k, row) only).
         p_mask: prompt masking probability (d1's `p_mask_prompt`, 0.15).
         random_masking: False reuses one prompt mask for every k (d1's switch).
         epsilon, epsilon_high: clip range (d1: 0.5 both ways).
@@ -59,7 +61,8 @@ class UpdateSettings:
         logit_shift: True for Dream-style models.
         logprob_chunk_size: sequences per no-grad forward for old/ref log-probs (None: the
             micro-batch size).
-        rank: the process index (prompt masks differ across processes).
+        row_offset: global index of this process's first completion in the generation batch
+            (process index x completions per process): masks are keyed by the completion.
     """
 
     num_iterations: int
@@ -76,7 +79,7 @@ class UpdateSettings:
     estimator: str = "d1_one_step"
     logit_shift: bool = False
     logprob_chunk_size: int | None = None
-    rank: int = 0
+    row_offset: int = 0
 
     def __post_init__(self) -> None:
         if self.num_iterations < 1:
@@ -184,12 +187,18 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 class Reference:
     """The reference policy pi_ref of the KL term: the model before RL (SPEC 4).
 
-    With LoRA, the base weights with the adapter disabled (`model.disable_adapter()`, PEFT); under
-    full fine-tuning, a frozen copy taken before training (`frozen`). Always eval mode, no grad.
+    With LoRA, the base weights with the adapter disabled (`disable_adapter()`, PEFT) of the
+    training model itself; under full fine-tuning, a frozen copy taken before training
+    (`frozen`). Always eval mode, no grad, and inside `generation_context`, so the adapter-off
+    pass also sees whole parameters under FSDP / ZeRO-3.
+
+    Args:
+        model: the training model (as prepared by accelerate, or plain).
+        frozen: the frozen copy for full fine-tuning (None with LoRA).
     """
 
     def __init__(self, model: torch.nn.Module, frozen: torch.nn.Module | None = None) -> None:
-        if frozen is None and not hasattr(model, "disable_adapter"):
+        if frozen is None and not hasattr(unwrap_parallel(model), "disable_adapter"):
             raise ValueError(
                 "The reference policy needs a LoRA (PEFT) model, whose adapter can be disabled, "
                 "or a frozen copy of the model for full fine-tuning."
@@ -202,12 +211,17 @@ class Reference:
 
     @contextlib.contextmanager
     def policy(self) -> Iterator[torch.nn.Module]:
-        """Context yielding a module that computes the reference policy."""
+        """Context yielding a module that computes the reference policy (collective)."""
         if self.frozen is not None:
-            yield self.frozen
+            with generation_context(self.frozen) as frozen:
+                yield frozen
             return
-        with _mode(self.model, False), self.model.disable_adapter():
-            yield self.model
+        with (
+            generation_context(self.model) as inner,
+            _mode(inner, False),
+            inner.disable_adapter(),
+        ):
+            yield inner
 
 
 def _no_grad_logps(
@@ -245,16 +259,32 @@ def prepare_policy_batch(
     settings: UpdateSettings,
     generation_batch: int,
     counter: ComputeCounter | None = None,
+    weights: torch.Tensor | None = None,
 ) -> PolicyBatch:
     """Masks for every inner iteration and the old policy's log-probs for k >= 1 (SPEC 4).
 
-    Must run before the first update on this batch (the old policy is the current model).
+    Must run before the first update on this batch (the old policy is the current model). The
+    old log-probs run inside `generation_context(model)` (collective under FSDP / ZeRO-3).
+
+    Args:
+        model: the training model (as prepared by accelerate, or plain).
+        weights: these rows' aggregation weights when they are part of a larger batch (several
+            processes: the weights of the whole batch, scaled by the number of processes
+            because their gradients are averaged); None: `token_weights` of this batch.
     """
     n = prompt_ids.shape[0]
     mu = settings.num_iterations
-    weights = token_weights(
-        completion_mask, aggregation=settings.aggregation, num_generations=settings.num_generations
-    )
+    if weights is None:
+        weights = token_weights(
+            completion_mask,
+            aggregation=settings.aggregation,
+            num_generations=settings.num_generations,
+        )
+    elif weights.shape != completion_mask.shape:
+        raise ValueError(
+            f"weights must have the completion mask's shape {list(completion_mask.shape)}; got "
+            f"{list(weights.shape)}."
+        )
     masks = [
         iteration_prompt_mask(
             prompt_ids,
@@ -265,19 +295,20 @@ def prepare_policy_batch(
             generation_batch=generation_batch,
             iteration=k,
             random_masking=settings.random_masking,
-            rank=settings.rank,
+            row_offset=settings.row_offset,
         )
         for k in range(mu)
     ]
     old: list[torch.Tensor | None] = [None] * mu
-    with _mode(model, False):
-        for k in range(1, mu):
-            old[k] = _no_grad_logps(
-                model, prompt_ids, prompt_mask, completion_ids, masks[k], settings
-            )
-            if counter is not None:
-                counter.old_forward_passes += n
-                counter.forward_tokens += n * (prompt_ids.shape[1] + completion_ids.shape[1])
+    if mu > 1:  # (mu = 1 needs no old log-probs, so nothing is gathered)
+        with generation_context(model) as inner, _mode(inner, False):
+            for k in range(1, mu):
+                old[k] = _no_grad_logps(
+                    inner, prompt_ids, prompt_mask, completion_ids, masks[k], settings
+                )
+                if counter is not None:
+                    counter.old_forward_passes += n
+                    counter.forward_tokens += n * (prompt_ids.shape[1] + completion_ids.shape[1])
     return PolicyBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,

@@ -96,6 +96,10 @@ class OptimConfig:
     """AdamW and the learning-rate schedule (transformers' `get_scheduler`).
 
     Attributes:
+        optimizer: "adamw" (torch), or bitsandbytes' 8-bit AdamW "adamw_8bit" / its paged
+            variant "paged_adamw_8bit" (optimizer states in 8 bits: 2 bytes per parameter
+            instead of 8, what lets a full fine-tune of an 8B model fit one GPU; CUDA and
+            bitsandbytes only, checked before training starts).
         learning_rate: peak learning rate.
         weight_decay: AdamW decoupled weight decay (not applied to biases and norm weights).
         adam_beta1, adam_beta2, adam_epsilon: AdamW constants.
@@ -105,6 +109,7 @@ class OptimConfig:
         max_grad_norm: clip the global gradient norm to this; null disables clipping.
     """
 
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
     learning_rate: float = 1e-5
     weight_decay: float = 0.1
     adam_beta1: float = 0.9

@@ -1,13 +1,26 @@
-"""AdamW with decoupled weight decay and transformers' learning-rate schedules."""
+"""AdamW with decoupled weight decay (torch's, or bitsandbytes' 8-bit / paged 8-bit) and
+transformers' learning-rate schedules."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import torch
 from transformers import get_scheduler
 
 from d1.training.config import OptimConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "clip_grad_norm", "parameter_groups"]
+__all__ = [
+    "EIGHT_BIT_OPTIMIZERS",
+    "build_optimizer",
+    "build_scheduler",
+    "check_optimizer_available",
+    "clip_grad_norm",
+    "parameter_groups",
+]
+
+# optim.optimizer name -> bitsandbytes.optim class name.
+EIGHT_BIT_OPTIMIZERS = {"adamw_8bit": "AdamW8bit", "paged_adamw_8bit": "PagedAdamW8bit"}
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -26,14 +39,37 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters (`OptimConfig`)."""
-    return torch.optim.AdamW(
-        parameter_groups(model, cfg.weight_decay),
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        eps=cfg.adam_epsilon,
-    )
+def check_optimizer_available(name: str) -> None:
+    """Raise a clear error unless optimizer `name` can run here (8-bit: bitsandbytes + CUDA)."""
+    if name not in EIGHT_BIT_OPTIMIZERS:
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(
+            f"optim.optimizer={name} needs the bitsandbytes package: pip install bitsandbytes "
+            "(or pip install 'd1[quant]'), or set optim.optimizer=adamw."
+        )
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"optim.optimizer={name} needs a CUDA GPU (bitsandbytes' 8-bit kernels) and none is "
+            "available: set optim.optimizer=adamw."
+        )
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (`cfg.optimizer`: torch's, or bitsandbytes' 8-bit / paged 8-bit) over the model's
+    trainable parameters (`OptimConfig`)."""
+    kwargs = {
+        "lr": cfg.learning_rate,
+        "betas": (cfg.adam_beta1, cfg.adam_beta2),
+        "eps": cfg.adam_epsilon,
+    }
+    groups = parameter_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, **kwargs)
+    check_optimizer_available(cfg.optimizer)
+    import bitsandbytes
+
+    return getattr(bitsandbytes.optim, EIGHT_BIT_OPTIMIZERS[cfg.optimizer])(groups, **kwargs)
 
 
 def build_scheduler(

@@ -15,6 +15,7 @@ from d1.training.data import derive_seed
 
 __all__ = [
     "default_num_threads",
+    "enable_gradient_checkpointing",
     "load_for_training",
     "make_accelerator",
     "prepare_run_dir",
@@ -137,18 +138,23 @@ def load_for_training(
         )
     model = loaded.model
     if model_cfg.gradient_checkpointing:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        # Non-reentrant checkpointing needs no input gradients (frozen embeddings under LoRA).
-        # transformers 5 renamed the method; the old name still works but warns.
-        kwargs = {"use_reentrant": False}
-        if hasattr(base, "activation_checkpointing_enable"):
-            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        if hasattr(base.config, "use_cache"):
-            base.config.use_cache = False
+        enable_gradient_checkpointing(model)
     model.train()
     return loaded
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each block's activations in backward (a PEFT model: its base model's)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # Non-reentrant checkpointing needs no input gradients (frozen embeddings under LoRA).
+    # transformers 5 renamed the method; the old name still works but warns.
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if hasattr(base.config, "use_cache"):
+        base.config.use_cache = False
 
 
 def save_base_for_adapter(
