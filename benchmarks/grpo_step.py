@@ -408,7 +408,7 @@ def demo(args: argparse.Namespace) -> None:
             "grpo.sampler.gen_length=8",
             "grpo.sampler.block_length=8",
             "grpo.sampler.steps=4",
-            "grpo.temperature=1.0",
+            "grpo.sampler.temperature=1.0",
             "grpo.beta=0.0",
             "grpo.epsilon=0.2",
             "optim.learning_rate=1e-3",
