@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from d1.training.config import LoraConfig, ModelConfig, TrainingConfig
+from d1.training.config import LoraConfig, ModelConfig, TrainingConfig, active_lora
 from d1.training.data import derive_seed
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "make_accelerator",
     "prepare_run_dir",
     "resolve_model_dtype",
+    "run_dir_for",
     "save_base_for_adapter",
 ]
 
@@ -57,13 +58,18 @@ def make_accelerator(train: TrainingConfig):
     return accelerator
 
 
+def run_dir_for(train: TrainingConfig, default_name: str) -> Path:
+    """The run folder `output_dir/run_name` (`default_name`, e.g. "sft", without a name)."""
+    return Path(train.output_dir) / (train.run_name or default_name)
+
+
 def prepare_run_dir(train: TrainingConfig, default_name: str, accelerator: Any) -> Path:
     """The run folder `output_dir/run_name`, checked against accidental reuse.
 
     A folder with checkpoints is only reused with `resume_from` set, or wiped first with
     `overwrite=true` (checkpoints, metrics and TensorBoard logs of the old run are removed).
     """
-    run_dir = Path(train.output_dir) / (train.run_name or default_name)
+    run_dir = run_dir_for(train, default_name)
     ckpts = run_dir / "checkpoints"
     has_ckpts = ckpts.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpts.iterdir())
     if has_ckpts and train.resume_from is None:
@@ -112,6 +118,7 @@ def load_for_training(
     """
     from d1.models import load_model
 
+    lora = active_lora(lora)
     device = torch.device(device)
     if model_cfg.load_in_4bit:
         if lora is None:
