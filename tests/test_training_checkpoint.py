@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -74,32 +70,10 @@ def sft_overrides(tmp_path: Path, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in cfg.items()]
 
 
-def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
+def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path, interrupt_child):
     marker = tmp_path / "saving"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(marker), *sft_overrides(tmp_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"child exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("child never reached the second save")
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    rc, _ = interrupt_child(CHILD, [str(marker), *sft_overrides(tmp_path)], marker)
+    assert rc == -signal.SIGKILL
 
     root = tmp_path / "runs" / "sft" / "checkpoints"
     # The half-written folder never replaced anything; the pointer still names checkpoint 1,

@@ -52,9 +52,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "TrainState",
+    "describe_saved",
     "fsync_tree",
     "load_checkpoint",
     "load_model_weights",
+    "newest_complete_checkpoint",
     "required_files",
     "verify_checkpoint",
     "write_checkpoint",
@@ -359,10 +361,9 @@ def verify_checkpoint(
                 return f"{rel} is missing (listed in {MANIFEST_FILE})"
             size = p.stat().st_size
             if size != info["size"]:
-                what = "truncated" if size < info["size"] else "changed"
-                return f"{rel} is {what}: {size} bytes, {MANIFEST_FILE} says {info['size']}"
+                return f"{rel} is damaged: {size} bytes, {MANIFEST_FILE} says {info['size']}"
             if deep and _sha256(p) != info["sha256"]:
-                return f"{rel} is corrupted: its sha256 differs from {MANIFEST_FILE}'s"
+                return f"{rel} is damaged: its sha256 differs from {MANIFEST_FILE}'s"
         return None
     if deep:  # an older checkpoint without a manifest: verify by loading
         for p in _files(path):
@@ -467,6 +468,65 @@ def _step_of(path: Path) -> int:
     return int(path.name[len(CHECKPOINT_PREFIX) :])
 
 
+def _checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX):
+            suffix = p.name[len(CHECKPOINT_PREFIX) :]
+            if suffix.isdigit():
+                found.append((int(suffix), p))
+    return [p for _, p in sorted(found)]
+
+
+def _latest(root: Path) -> Path | None:
+    pointer = root / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    if not (name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()):
+        return None  # a damaged pointer: `_candidates` then goes by step numbers
+    target = root / name
+    return target if (target / STATE_FILE).is_file() else None
+
+
+def _candidates(root: Path) -> list[Path]:
+    """The `latest` pointer's checkpoint, then older ones by decreasing step. (Folders with
+    higher steps than the pointer's come from a run that was later resumed from an earlier
+    step: that history was abandoned.)"""
+    ckpts = _checkpoints(root)
+    latest = _latest(root)
+    if latest is None:
+        return ckpts[::-1]
+    step = _step_of(latest)
+    return [latest] + [p for p in ckpts[::-1] if _step_of(p) < step]
+
+
+def newest_complete_checkpoint(
+    root: str | Path, required: Sequence[Sequence[str]] = (), *, deep: bool = True
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint under `root` that `verify_checkpoint` passes (the `latest`
+    pointer's, else older ones by decreasing step), and the problems of the ones skipped
+    before it (each `(folder, what is wrong)`)."""
+    skipped: list[tuple[Path, str]] = []
+    for path in _candidates(Path(root)):
+        problem = verify_checkpoint(path, required=required, deep=deep)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def describe_saved(root: str | Path) -> str:
+    """One phrase for messages: the newest complete checkpoint under `root` with its step
+    (checked quickly: presence and sizes), or that there is none yet."""
+    path, _ = newest_complete_checkpoint(root, deep=False)
+    if path is None:
+        return f"no checkpoint yet in {root}"
+    return f"{path} (step {_step_of(path)})"
+
+
 class CheckpointManager:
     """Atomic checkpoint folders under `root`, a `latest` pointer, keep-last-N and the best.
 
@@ -500,51 +560,22 @@ class CheckpointManager:
 
     # -- queries
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoint folders, oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = []
-        for p in self.root.iterdir():
-            if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX):
-                suffix = p.name[len(CHECKPOINT_PREFIX) :]
-                if suffix.isdigit():
-                    found.append((int(suffix), p))
-        return [p for _, p in sorted(found)]
+        """Checkpoint folders (renamed into place, so completely written), oldest first."""
+        return _checkpoints(self.root)
 
     def latest(self) -> Path | None:
         """The checkpoint the `latest` pointer names (None if there is none)."""
-        pointer = self.root / LATEST_FILE
-        if not pointer.is_file():
-            return None
-        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
-        if not (name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()):
-            return None  # a damaged pointer: `candidates` then goes by step numbers
-        target = self.root / name
-        return target if (target / STATE_FILE).is_file() else None
+        return _latest(self.root)
 
     def candidates(self) -> list[Path]:
-        """Checkpoints a resume may use, best first: the `latest` pointer's, then older ones
-        by decreasing step. (Folders with higher steps than the pointer's come from a run
-        that was resumed from an earlier step: that newer history was abandoned.)"""
-        ckpts = self.checkpoints()
-        latest = self.latest()
-        if latest is None:
-            return ckpts[::-1]
-        step = _step_of(latest)
-        return [latest] + [p for p in ckpts[::-1] if _step_of(p) < step]
+        """Checkpoints a resume may use, best first (see `newest_complete_checkpoint`)."""
+        return _candidates(self.root)
 
     def newest_complete(
         self, required: Sequence[Sequence[str]] = (), *, deep: bool = True
     ) -> tuple[Path | None, list[tuple[Path, str]]]:
-        """The first of `candidates()` that `verify_checkpoint` passes, and the problems of
-        the ones skipped before it (each `(folder, what is wrong)`)."""
-        skipped: list[tuple[Path, str]] = []
-        for path in self.candidates():
-            problem = verify_checkpoint(path, required=required, deep=deep)
-            if problem is None:
-                return path, skipped
-            skipped.append((path, problem))
-        return None, skipped
+        """`newest_complete_checkpoint` of this manager's folder."""
+        return newest_complete_checkpoint(self.root, required, deep=deep)
 
     def best(self) -> dict[str, Any] | None:
         """`{"checkpoint", "metric", "value", "step"}` of the best checkpoint, if tracked."""

@@ -37,6 +37,7 @@ from d1.training.checkpoint import (
     CheckpointError,
     CheckpointManager,
     TrainState,
+    describe_saved,
     load_checkpoint,
     required_files,
     verify_checkpoint,
@@ -395,15 +396,14 @@ class TrainingRun:
             )
         else:
             reason = f"non-finite {what} at optimizer step {step} (train.on_nonfinite=stop)"
-        latest = self.checkpoints.latest()
-        saved = f"{latest} (step {latest.name.rsplit('-', 1)[-1]})" if latest else "none yet"
+        saved = describe_saved(self.checkpoints.root)
         causes = [f"a learning rate too high (optim.learning_rate={self.optim_cfg.learning_rate})"]
         causes.append("bad training data (empty or corrupt rows, a reward that returns NaN)")
         if self.accelerator.mixed_precision == "fp16":
             causes.append("fp16 overflow (use train.mixed_precision=bf16 or no)")
         raise NonFiniteError(
-            f"Training stopped: {reason}. Nothing was saved after it; the last complete "
-            f"checkpoint is {saved}. Likely causes: {', '.join(causes)}. Fix: lower "
+            f"Training stopped: {reason}. Nothing was saved after it; last complete "
+            f"checkpoint: {saved}. Likely causes: {', '.join(causes)}. Fix: lower "
             "optim.learning_rate or fix the data, then resume with train.resume_from=auto; "
             "or set train.on_nonfinite=skip to skip such steps."
         )
