@@ -160,7 +160,7 @@ def test_lora_is_switched_on_explicitly(tmp_path):
     off = write(tmp_path, "lora: {enabled: false, r: 16}\n", name="off.yaml")
     assert load_config(SFTConfig, off, ["lora.r=4"]).lora is None
     assert SFTConfig(lora=LoraConfig(enabled=False)).lora is None  # the Python API agrees
-    with pytest.raises(ConfigError, match="'lora.enabled'"):
+    with pytest.raises(ConfigError, match=r"'lora\.enabled'"):
         load_config(SFTConfig, None, ["lora.enabled=maybe"])
     # A LoRA-on default (GRPO's paper section) takes lora.r directly.
     assert load_config(GRPOConfig, None, ["lora.r=8"]).lora.r == 8
