@@ -146,6 +146,19 @@ def test_rewind_keeps_each_step_once(tmp_path):
     assert rewind_jsonl(tmp_path / "absent.jsonl", 0) == 0
 
 
+def test_lora_rank_not_below_the_width_is_flagged(tiny_model_factory):
+    from d1.models import LoraSettings, apply_lora
+    from d1.training.runtime import warn_if_not_low_rank
+
+    width = tiny_model_factory("tiny-xs").config.d_model  # every projection is >= this wide
+    model = apply_lora(tiny_model_factory("tiny-xs"), LoraSettings(r=width, alpha=width))
+    msg = warn_if_not_low_rank(model, width)
+    assert msg is not None and f"lora.r={width}" in msg and f"narrowest: {width}" in msg
+    small = apply_lora(tiny_model_factory("tiny-xs"), LoraSettings(r=width - 1, alpha=8))
+    assert warn_if_not_low_rank(small, width - 1) is None
+    assert warn_if_not_low_rank(tiny_model_factory("tiny-xs"), 128) is None  # no adapters
+
+
 def test_report_to_wandb(tmp_path):
     import importlib.util
 
