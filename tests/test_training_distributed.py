@@ -32,6 +32,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_two(*args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch` with two CPU processes (gloo) of `args` (a script or -m module)."""
+    launcher = Path(sys.executable).parent / "accelerate"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    config = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
+    cmd = [str(launcher), "launch", "--config_file", str(config)]
+    cmd += ["--main_process_port", str(free_port()), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
 def common(tmp_path: Path, data: Path) -> list[str]:
     return [
         "model.name_or_path=tiny-xs",
@@ -57,23 +67,14 @@ def test_two_processes_match_one(tmp_path):
     data = tmp_path / "pr.jsonl"
     rows = [{"prompt": f"q{i:02d}", "response": f"ans {i * 7 % 13}!"} for i in range(24)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    launcher = Path(sys.executable).parent / "accelerate"
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [
-        str(launcher),
-        "launch",
-        "--config_file",
-        str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
-        "--main_process_port",
-        str(free_port()),
+    proc = launch_two(
         "-m",
         "d1.cli",
         "sft",
         *common(tmp_path, data),
         "train.run_name=two",
         "train.per_device_batch_size=1",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     one = train_sft(
         None, [*common(tmp_path, data), "train.run_name=one", "train.per_device_batch_size=2"]
@@ -132,8 +133,6 @@ def test_two_processes_stop_together_on_one_ranks_nan_then_resume(tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     script = tmp_path / "child.py"
     script.write_text(NAN_ON_RANK_1)
-    launcher = Path(sys.executable).parent / "accelerate"
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     over = [
         *common(tmp_path, data),
         "train.run_name=nan",
@@ -143,19 +142,7 @@ def test_two_processes_stop_together_on_one_ranks_nan_then_resume(tmp_path):
     ]
 
     def launch(mode: str, *extra: str) -> subprocess.CompletedProcess:
-        cmd = [
-            str(launcher),
-            "launch",
-            "--config_file",
-            str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
-            "--main_process_port",
-            str(free_port()),
-            str(script),
-            mode,
-            *over,
-            *extra,
-        ]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        return launch_two(str(script), mode, *over, *extra)
 
     first = launch("inject")
     assert first.returncode != 0
