@@ -52,3 +52,44 @@ def tiny_model_factory() -> Callable[..., torch.nn.Module]:
 def tiny_model(tiny_model_factory):
     """Shared "tiny-xs" LLaDA (seed 0, float32, eval mode). Read-only: do not train or wrap it."""
     return tiny_model_factory("tiny-xs", 0)
+
+
+@pytest.fixture
+def interrupt_child():
+    """`interrupt(script, args, marker, sig, timeout=300)`: run `python -c script *args` with one
+    thread, wait until it creates the file `marker`, send it signal `sig` and wait for it to
+    exit. Returns `(returncode, stderr)`; fails the test if the child exits early."""
+    import signal as _signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    def interrupt(
+        script: str, args: list[str], marker: Path, sig: int = _signal.SIGKILL, timeout=300
+    ) -> tuple[int, str]:
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        with subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            try:
+                deadline = time.monotonic() + timeout
+                while not Path(marker).exists():
+                    if proc.poll() is not None:
+                        pytest.fail(f"child exited early ({proc.returncode}): {proc.stderr.read()}")
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"child never created {marker}")
+                    time.sleep(0.1)
+                proc.send_signal(sig)
+                _, err = proc.communicate(timeout=120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        return proc.returncode, err
+
+    return interrupt

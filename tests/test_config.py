@@ -30,8 +30,8 @@ class Outer:
     opts: dict[str, int] = field(default_factory=dict)
 
 
-def write(tmp_path, text: str):
-    p = tmp_path / "c.yaml"
+def write(tmp_path, text: str, name: str = "c.yaml"):
+    p = tmp_path / name
     p.write_text(text)
     return p
 
@@ -132,6 +132,43 @@ def test_partial_section_keeps_the_sections_own_defaults(tmp_path):
     assert (cfg.lora.r, cfg.lora.alpha) == (8, 256)
     p = write(tmp_path, "optim:\n  warmup_steps: 3\n")
     assert load_config(SFTConfig, p).optim.learning_rate == 1e-5
+
+
+def test_lora_is_switched_on_explicitly(tmp_path):
+    from d1.config import config_to_dict, save_config
+    from d1.grpo.config import GRPOConfig
+    from d1.training.config import LoraConfig
+
+    full = write(tmp_path, "lora: null\n")
+    adapters = write(tmp_path, "lora: {r: 16, alpha: 32}\n", name="lora.yaml")
+    # Existing YAMLs keep their meaning: null is full fine-tuning, a mapping is LoRA.
+    assert load_config(SFTConfig, full).lora is None
+    cfg = load_config(SFTConfig, adapters)
+    assert cfg.lora is not None and cfg.lora.enabled and (cfg.lora.r, cfg.lora.alpha) == (16, 32)
+    # lora.r on a null section would silently switch LoRA on: an error naming the fix.
+    for path, extra in ((full, []), (None, ["lora=null"])):
+        with pytest.raises(ConfigError) as e:
+            load_config(SFTConfig, path, [*extra, "lora.r=8"])
+        msg = str(e.value)
+        assert "'lora' is null" in msg and "lora.enabled=true" in msg and "lora.r" in msg
+    cfg = load_config(SFTConfig, full, ["lora.enabled=true", "lora.r=8"])
+    assert cfg.lora is not None and (cfg.lora.r, cfg.lora.alpha) == (8, 256)
+    # A whole section on the command line is an explicit choice too.
+    assert load_config(SFTConfig, full, ["lora={r: 4, alpha: 8}"]).lora.r == 4
+    # enabled=false is full fine-tuning, from YAML or the command line.
+    assert load_config(SFTConfig, adapters, ["lora.enabled=false"]).lora is None
+    off = write(tmp_path, "lora: {enabled: false, r: 16}\n", name="off.yaml")
+    assert load_config(SFTConfig, off, ["lora.r=4"]).lora is None
+    assert SFTConfig(lora=LoraConfig(enabled=False)).lora is None  # the Python API agrees
+    with pytest.raises(ConfigError, match=r"'lora\.enabled'"):
+        load_config(SFTConfig, None, ["lora.enabled=maybe"])
+    # A LoRA-on default (GRPO's paper section) takes lora.r directly.
+    assert load_config(GRPOConfig, None, ["lora.r=8"]).lora.r == 8
+    # The saved run config reads back the same.
+    saved = save_config(cfg, tmp_path / "saved.yaml")
+    assert config_to_dict(load_config(SFTConfig, saved)) == config_to_dict(cfg)
+    saved = save_config(load_config(SFTConfig, full), tmp_path / "saved_full.yaml")
+    assert load_config(SFTConfig, saved).lora is None
 
 
 def test_sft_validation_names_keys(tmp_path):

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from distributed_helpers import free_port
+from distributed_helpers import launch_two
 from toy_tasks import TOY_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,23 +96,10 @@ def launch(tmp_path: Path, args: list[str], kill_at: int = 0) -> subprocess.Comp
     worker = tmp_path / "grpo_worker.py"
     worker.write_text(WORKER)
     env = dict(
-        os.environ,
-        OMP_NUM_THREADS="1",
-        CUDA_VISIBLE_DEVICES="",
         PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         D1_TEST_KILL_AT_STEP=str(kill_at),
     )
-    cmd = [
-        str(Path(sys.executable).parent / "accelerate"),
-        "launch",
-        "--config_file",
-        str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
-        "--main_process_port",
-        str(free_port()),
-        str(worker),
-        *args,
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return launch_two(str(worker), *args, env=env, timeout=300)
 
 
 def rows(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:

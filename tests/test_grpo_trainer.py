@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -151,8 +152,8 @@ def test_lora_reference_is_the_base_model(tiny_model_factory) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+def _metrics(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
+    return [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
 
 
 def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
@@ -215,9 +216,11 @@ def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
     assert final_a.keys() == final_b.keys()
     for key in final_a:
         assert torch.equal(final_a[key], final_b[key]), key
-    rows_b = _metrics(resumed.run_dir)[len(rows_a) :]
-    assert [r["step"] for r in rows_b] == [4, 5, 6]
-    for ra, rb in zip(rows_a[3:], rows_b, strict=True):
+    # The rows of steps 4-6 were dropped on resume and logged again: each step once.
+    rows_b = _metrics(resumed.run_dir)
+    assert [r["step"] for r in rows_b] == [1, 2, 3, 4, 5, 6]
+    assert rows_b[:3] == rows_a[:3]
+    for ra, rb in zip(rows_a[3:], rows_b[3:], strict=True):
         for key in ("train/loss", "train/kl", "train/grad_norm", "compute/forward_passes"):
             assert ra[key] == rb[key], key
 
@@ -317,3 +320,94 @@ def test_sft_then_grpo_raises_reward(tmp_path: Path, echo_task) -> None:
         if "train/reward" in r
     ]
     assert max(nonzero) > 0.3  # the rollouts do carry a learning signal
+
+
+# The child runs diffu-GRPO and, once step `kill_after` is logged (after the checkpoint of step
+# 3, inside a generation batch), announces itself and sleeps until killed.
+GRPO_CHILD = r"""
+import sys, time
+from pathlib import Path
+import d1.training.tracking as tracking
+
+marker, kill_after = Path(sys.argv[1]), int(sys.argv[2])
+original = tracking.Tracker.log
+
+def log_then_hang(self, metrics, step):
+    original(self, metrics, step)
+    if step == kill_after:
+        marker.write_text("logged")
+        time.sleep(600)
+
+tracking.Tracker.log = log_then_hang
+from d1.grpo.trainer import train_grpo
+train_grpo(None, sys.argv[3:])
+"""
+
+
+def _addition_overrides(out: Path, run_name: str, **extra: str) -> list[str]:
+    """Tiny diffu-GRPO on 2-digit addition (compact prompts): the random tiny model's digits
+    reward is small but non-zero and varies within groups, so advantages and hence updates
+    depend on the sampled rollouts. LoRA with dropout, KL, mu = 2, a checkpoint every 3 steps
+    (3: inside a generation batch), 8 steps."""
+    cfg = {
+        "train.run_name": run_name,
+        "lora": "{r: 4, alpha: 8, dropout: 0.1}",
+        "train.max_steps": "8",
+        "train.save_steps": "3",
+        "grpo.beta": "0.04",
+        "grpo.log_completions_steps": "1",
+        "tasks": "[{name: addition, options: {prompt_style: compact, digits: 2, train_size: 200}}]",
+    }
+    cfg.update(extra)
+    return _tiny_overrides(out, **cfg)
+
+
+def _steady(rows: list[dict]) -> list[dict]:
+    """Metric rows without wall-clock fields (they differ between runs)."""
+    return [
+        {
+            k: v
+            for k, v in r.items()
+            if k != "time" and k != "train/tokens_per_s" and not k.startswith("time/")
+        }
+        for r in rows
+    ]
+
+
+def test_grpo_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, interrupt_child, caplog):
+    from d1.grpo.trainer import train_grpo
+
+    marker = tmp_path / "logged"
+    args = [str(marker), "5", *_addition_overrides(tmp_path, "b")]
+    rc, _ = interrupt_child(GRPO_CHILD, args, marker)
+    assert rc == -signal.SIGKILL
+    killed = tmp_path / "b"
+    assert [r["step"] for r in _metrics(killed)] == [1, 2, 3, 4, 5]
+    assert (killed / "checkpoints" / "latest").read_text().strip() == "checkpoint-3"
+    assert (killed / "checkpoints" / "checkpoint-3" / "grpo_batch_0.pt").is_file()  # 3 % 2 = 1
+
+    with caplog.at_level("INFO", logger="d1.training.run"):
+        resumed = train_grpo(
+            None, _addition_overrides(tmp_path, "b", **{"train.resume_from": "auto"})
+        )
+    assert f"Resumed from {killed / 'checkpoints' / 'checkpoint-3'} at step 3." in caplog.text
+    straight = train_grpo(None, _addition_overrides(tmp_path, "a"))
+    assert resumed.step == straight.step == 8
+
+    rows_a, rows_b = (
+        _metrics(straight.run_dir),
+        _metrics(killed),
+    )
+    assert [r["step"] for r in rows_b] == list(range(1, 9))  # each step once
+    assert _steady(rows_b) == _steady(rows_a)
+    # The rollouts carried a real, varying signal: non-zero rewards and advantages.
+    rollout_rows = [r for r in rows_a if "train/reward" in r]
+    assert len(rollout_rows) == 4
+    for r in rollout_rows:
+        assert r["train/rewards/addition/digits"] > 0 and r["train/reward_std"] > 0
+        assert r["train/advantage/nonzero_fraction"] > 0
+    samples_a = _metrics(straight.run_dir, "samples.jsonl")
+    assert samples_a and samples_a == _metrics(killed, "samples.jsonl")
+    for name in ("adapter_model.safetensors", "optimizer.pt"):
+        a = (straight.run_dir / "checkpoints" / "checkpoint-8" / name).read_bytes()
+        assert a == (killed / "checkpoints" / "checkpoint-8" / name).read_bytes(), name

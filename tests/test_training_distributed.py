@@ -4,9 +4,7 @@ the same global batch: same examples, same masks (keyed by example), averaged gr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from d1.sft import train_sft
-from distributed_helpers import free_port
+from distributed_helpers import launch_two
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,23 +49,14 @@ def test_two_processes_match_one(tmp_path):
     data = tmp_path / "pr.jsonl"
     rows = [{"prompt": f"q{i:02d}", "response": f"ans {i * 7 % 13}!"} for i in range(24)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    launcher = Path(sys.executable).parent / "accelerate"
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [
-        str(launcher),
-        "launch",
-        "--config_file",
-        str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
-        "--main_process_port",
-        str(free_port()),
+    proc = launch_two(
         "-m",
         "d1.cli",
         "sft",
         *common(tmp_path, data),
         "train.run_name=two",
         "train.per_device_batch_size=1",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     one = train_sft(
         None, [*common(tmp_path, data), "train.run_name=one", "train.per_device_batch_size=2"]
@@ -89,3 +78,64 @@ def test_two_processes_match_one(tmp_path):
     assert wa.keys() == wb.keys() and wa
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5)
+
+
+# Under `accelerate launch`: optionally make process 1's loss at optimizer step 3 NaN while its
+# gradients stay finite (a NaN constant added), so only the loss check can see it, on one rank.
+NAN_ON_RANK_1 = r"""
+import sys
+import d1.sft.trainer as trainer
+
+if sys.argv[1] == "inject":
+    from accelerate import PartialState
+
+    original, calls = trainer.sft_batch_loss, [0]
+
+    def patched(model, batch, **kw):
+        out = original(model, batch, **kw)
+        if kw["key"] != "eval":
+            calls[0] += 1
+            if calls[0] == 3 and PartialState().process_index == 1:
+                out.loss = out.loss + float("nan")
+        return out
+
+    trainer.sft_batch_loss = patched
+from d1.cli import app
+sys.argv = ["d1", "sft", *sys.argv[2:]]
+app()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_one_ranks_nan_then_resume(tmp_path):
+    """A NaN loss on one process stops both (no hang, no checkpoint after it); the verified
+    resume (chosen on the main process, sent to the other) continues from the last one."""
+    data = tmp_path / "pr.jsonl"
+    rows = [{"prompt": f"q{i:02d}", "response": f"ans {i * 7 % 13}!"} for i in range(24)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = tmp_path / "child.py"
+    script.write_text(NAN_ON_RANK_1)
+    over = [
+        *common(tmp_path, data),
+        "train.run_name=nan",
+        "train.per_device_batch_size=1",
+        "train.max_steps=4",
+        "train.save_steps=1",
+    ]
+
+    def launch(mode: str, *extra: str) -> subprocess.CompletedProcess:
+        return launch_two(str(script), mode, *over, *extra)
+
+    first = launch("inject")
+    assert first.returncode != 0
+    assert "non-finite loss (nan) at optimizer step 3" in first.stderr, first.stderr[-4000:]
+    root = tmp_path / "nan" / "checkpoints"
+    assert sorted(p.name for p in root.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert (root / "latest").read_text().strip() == "checkpoint-2"
+
+    second = launch("clean", "train.resume_from=auto")
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert f"Resumed from {root / 'checkpoint-2'} at step 2" in second.stderr
+    logged = [json.loads(x) for x in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "train/loss" in r] == [1, 2, 3, 4]  # each step once
+    assert [r["step"] for r in logged if "eval/loss" in r] == [0, 4]

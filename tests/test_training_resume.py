@@ -77,18 +77,20 @@ def test_resume_is_bit_exact(tmp_path, data_file, monkeypatch):
     # The run seeds a fork of the global RNG (for dropout) and leaves the caller's untouched.
     assert torch.equal(torch.get_rng_state(), global_rng)
 
-    original_save = TrainingRun.save
+    original_log = TrainingRun.log
 
-    def save_then_crash(self, metric=None):
-        path = original_save(self, metric)
-        if self.state.step == 3:  # mid-epoch (epoch 1, one step in) and after accumulation
-            raise Stop
-        return path
+    def log_then_crash(self, metrics, step=None):
+        original_log(self, metrics, step)
+        if "eval/loss" in metrics and self.state.step == 4:
+            raise Stop  # after step 4's rows, before checkpoint 5: a kill between saves
 
-    monkeypatch.setattr(TrainingRun, "save", save_then_crash)
+    monkeypatch.setattr(TrainingRun, "log", log_then_crash)
     with pytest.raises(Stop):
         train_sft(None, overrides(tmp_path, data_file, **{"train.run_name": "b"}))
     monkeypatch.undo()
+    interrupted = metrics(tmp_path / "runs" / "b")
+    assert [r["step"] for r in interrupted if "train/loss" in r] == [1, 2, 3, 4]
+    # Resumes from checkpoint 3: mid-epoch (epoch 1, one step in) and after accumulation.
     resumed = train_sft(
         None,
         overrides(tmp_path, data_file, **{"train.run_name": "b", "train.resume_from": "auto"}),
@@ -104,10 +106,12 @@ def test_resume_is_bit_exact(tmp_path, data_file, monkeypatch):
     ob = torch.load(b / "optimizer.pt", weights_only=False)["state"]
     for i in oa:
         assert torch.equal(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"])
-    # Every logged number after the resume point matches the uninterrupted run's.
+    # The rows of step 4 logged before the kill were dropped on resume and logged again:
+    # the log is the uninterrupted run's, each step once.
+    assert metrics(resumed) == metrics(straight)
     after = [r for r in metrics(straight) if r["step"] > 3]
-    assert after == [r for r in metrics(resumed) if r["step"] > 3]
     assert any("train/loss" in r for r in after) and any("eval/loss" in r for r in after)
+    assert [r["step"] for r in metrics(resumed) if "train/loss" in r] == [1, 2, 3, 4, 5]
     state = json.loads((b / "trainer_state.json").read_text())
     assert (state["step"], state["epoch"], state["micro_batch"]) == (5, 2, 2)
 

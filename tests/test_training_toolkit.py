@@ -120,6 +120,45 @@ def test_tracker_writes_jsonl_and_tensorboard(tmp_path):
         Tracker(tmp_path, ["mlflow"])
 
 
+def test_rewind_keeps_each_step_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from d1.training.tracking import rewind_jsonl
+
+    with Tracker(tmp_path, ["tensorboard"]) as tr:
+        for step in range(6):
+            tr.log({"x": float(step)}, step=step)
+    path = tmp_path / "metrics.jsonl"
+    with path.open("a") as f:
+        f.write('{"step": 6, "x": 6.0, "ti')  # the last line cut short by a kill
+    assert rewind_jsonl(path, 3) == 3  # steps 4, 5 and the torn line
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [0, 1, 2, 3]
+    mtime = path.stat().st_mtime_ns
+    assert rewind_jsonl(path, 3) == 0 and path.stat().st_mtime_ns == mtime  # untouched
+    # The resumed run logs steps 4 and 5 again; TensorBoard hides the first attempt's.
+    with Tracker(tmp_path, ["tensorboard"], purge_step=4) as tr:
+        for step in (4, 5):
+            tr.log({"x": 10.0 + step}, step=step)
+    assert [json.loads(x)["x"] for x in path.read_text().splitlines()] == [0, 1, 2, 3, 14, 15]
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload().Scalars("x")
+    assert [(e.step, e.value) for e in events] == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 14), (5, 15)]
+    assert rewind_jsonl(path, None) == 6 and path.read_text() == ""  # a fresh start
+    assert rewind_jsonl(tmp_path / "absent.jsonl", 0) == 0
+
+
+def test_lora_rank_not_below_the_width_is_flagged(tiny_model_factory):
+    from d1.models import LoraSettings, apply_lora
+    from d1.training.runtime import warn_if_not_low_rank
+
+    width = tiny_model_factory("tiny-xs").config.d_model  # every projection is >= this wide
+    model = apply_lora(tiny_model_factory("tiny-xs"), LoraSettings(r=width, alpha=width))
+    msg = warn_if_not_low_rank(model, width)
+    assert msg is not None and f"lora.r={width}" in msg and f"narrowest: {width}" in msg
+    small = apply_lora(tiny_model_factory("tiny-xs"), LoraSettings(r=width - 1, alpha=8))
+    assert warn_if_not_low_rank(small, width - 1) is None
+    assert warn_if_not_low_rank(tiny_model_factory("tiny-xs"), 128) is None  # no adapters
+
+
 def test_report_to_wandb(tmp_path):
     import importlib.util
 

@@ -706,19 +706,48 @@ def generate_command(
     typer.echo(completion)
 
 
+def _resume_command(argv: list[str]) -> str:
+    """The command line that resumes this one: the same, with train.resume_from=auto."""
+    import shlex
+
+    kept = [a for a in argv if not a.startswith("train.resume_from=")]
+    return shlex.join(["d1", *kept, "train.resume_from=auto"])
+
+
+def _interrupted_message(cfg: Any, command: str, argv: list[str]) -> str:
+    """What Ctrl-C prints: what is saved, and how to go on from it."""
+    if cfg is None:
+        return "Interrupted before training started; nothing was saved."
+    from d1.training.checkpoint import describe_saved
+    from d1.training.runtime import run_dir_for
+
+    root = run_dir_for(cfg.train, command) / "checkpoints"
+    return (
+        f"Interrupted. Last complete checkpoint: {describe_saved(root)}. Resume with: "
+        f"{_resume_command(argv)}"
+    )
+
+
 def _run_training_command(
     config_cls: type,
     train: Callable[[Any], Any],
     config: str | None,
     overrides: list[str] | None,
     print_config: bool,
+    command: str,
 ) -> Any:
     """Shared body of `d1 sft` and `d1 grpo`: load and validate the config (errors exit 2
-    before any model loads), optionally print it, then train."""
+    before any model loads), optionally print it, then train. A non-finite loss exits 1 with
+    the trainer's message; Ctrl-C exits 130 saying what is saved and how to resume."""
     import logging
+    import os
+    import sys
 
     from d1.config import ConfigError, dump_config, load_config
+    from d1.training.checkpoint import CheckpointError
+    from d1.training.run import NonFiniteError
 
+    cfg = None
     try:
         cfg = load_config(config_cls, config, overrides or [])
         if print_config:
@@ -726,9 +755,16 @@ def _run_training_command(
             return None
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return train(cfg)
-    except (ConfigError, FileExistsError) as e:
+    except (ConfigError, FileExistsError, CheckpointError) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
+    except NonFiniteError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":  # one message, not one per process
+            typer.echo("\n" + _interrupted_message(cfg, command, sys.argv[1:]), err=True)
+        raise typer.Exit(130) from None
 
 
 @app.command("sft")
@@ -743,7 +779,7 @@ def sft_command(
     configs/accelerate/NAME.yaml] -m d1.cli sft --config ..."""
     from d1.sft import SFTConfig, train_sft
 
-    run_dir = _run_training_command(SFTConfig, train_sft, config, overrides, print_config)
+    run_dir = _run_training_command(SFTConfig, train_sft, config, overrides, print_config, "sft")
     if run_dir is not None:
         typer.echo(f"SFT run finished: {run_dir}")
 
@@ -779,7 +815,7 @@ def grpo_command(
     from d1.grpo.config import GRPOConfig
     from d1.grpo.trainer import train_grpo
 
-    result = _run_training_command(GRPOConfig, train_grpo, config, overrides, print_config)
+    result = _run_training_command(GRPOConfig, train_grpo, config, overrides, print_config, "grpo")
     if result is not None:
         typer.echo(f"diffu-GRPO run finished at step {result.step}: {result.run_dir}")
 

@@ -7,6 +7,10 @@ value is parsed as a YAML scalar or flow collection), and converts the result to
 checking every key and type *before* any model is loaded. Errors name the offending key, where
 it came from, and suggest close matches for typos.
 
+An optional section whose type has an `enabled` field (`lora`) is off when null or when
+`enabled` is false (it is then None in the built config); command-line keys of a null section
+do not switch it on without `enabled=true`.
+
 After construction, every (nested) config object that defines a `validate()` method has it
 called (outermost last); such methods raise `ConfigError` naming keys, e.g. for a local data
 file that does not exist.
@@ -103,13 +107,22 @@ def set_key(
     value: Any,
     origins: dict[str, str] | None = None,
     source: str = OVERRIDE_SOURCE,
+    filled: dict[str, str] | None = None,
 ) -> None:
-    """Set the dotted `key` ("a.b.c") of the nested dict `data` to `value` (in place)."""
+    """Set the dotted `key` ("a.b.c") of the nested dict `data` to `value` (in place).
+
+    `filled`, when given, records each section this had to create: its dotted path -> "null"
+    (it was null) or "absent" (it was not in `data`); see `_Builder.switchable`.
+    """
     parts = key.split(".") if isinstance(key, str) else list(key)
     node = data
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
+            if filled is not None:
+                filled.setdefault(
+                    ".".join(parts[: i + 1]), "absent" if part not in node else "null"
+                )
             child = node[part] = {}
         elif not isinstance(child, dict):
             prefix = ".".join(parts[: i + 1])
@@ -124,12 +137,16 @@ def set_key(
 
 
 def apply_overrides(
-    data: dict[str, Any], overrides: Sequence[str], origins: dict[str, str] | None = None
+    data: dict[str, Any],
+    overrides: Sequence[str],
+    origins: dict[str, str] | None = None,
+    filled: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Set each `a.b.c=value` override in the nested dict `data` (in place; also returned)."""
+    """Set each `a.b.c=value` override in the nested dict `data` (in place; also returned);
+    `filled` as for `set_key`."""
     for text in overrides:
         parts, value = parse_override(text)
-        set_key(data, parts, value, origins, source=f"override {text!r}")
+        set_key(data, parts, value, origins, source=f"override {text!r}", filled=filled)
         if origins is not None:
             origins[".".join(parts)] = OVERRIDE_SOURCE
     return data
@@ -172,11 +189,48 @@ def _field_default(base: Any, f: dataclasses.Field) -> Any:
     return None
 
 
+def _switch_type(args: tuple[Any, ...]) -> type | None:
+    """The section type of an optional (`X | None`) section with an `enabled` switch."""
+    if type(None) not in args:
+        return None
+    for arg in args:
+        is_section = dataclasses.is_dataclass(arg) and isinstance(arg, type)
+        if is_section and any(f.name == "enabled" for f in dataclasses.fields(arg)):
+            return arg
+    return None
+
+
 class _Builder:
-    def __init__(self, origins: Mapping[str, str], default_source: str):
+    def __init__(
+        self,
+        origins: Mapping[str, str],
+        default_source: str,
+        filled: Mapping[str, str] | None = None,
+    ):
         self.origins = origins
         self.default_source = default_source
+        self.filled = filled or {}
         self.errors: list[str] = []
+
+    def switchable(self, tp: type, value: Mapping[str, Any], path: str, base: Any) -> Any:
+        """An optional section with an `enabled` switch (e.g. `lora`): built, or None when
+        `enabled` is false. A section that was null (explicitly, or by default) and that
+        command-line overrides filled in without `enabled` is an error: `lora.r=8` must not
+        silently turn LoRA on for a full fine-tuning config."""
+        kind = self.filled.get(path)
+        if "enabled" not in value and (kind == "null" or (kind == "absent" and base is None)):
+            keys = ", ".join(f"{path}.{k}" for k in value)
+            src = self.where(path)
+            where = "null" if kind != "null" else f"null in {src or 'the defaults'}"
+            if src == OVERRIDE_SOURCE and kind == "null":
+                where = "null on the command line"
+            self.errors.append(
+                f"config key {path!r} is {where} (off), so setting {keys} would silently "
+                f"switch it on: add {path}.enabled=true to turn it on, or drop {keys}."
+            )
+            return None
+        built = self.build(tp, value, path, base if isinstance(base, tp) else None)
+        return built if built is not None and built.enabled else None
 
     def where(self, path: str) -> str:
         # The most specific recorded origin for this key (an override of a parent counts).
@@ -274,6 +328,9 @@ class _Builder:
                 if type(None) in args:
                     return None
                 raise _Mismatch(f"must not be null (expected {_type_name(tp)}).")
+            switch = _switch_type(args)
+            if switch is not None and isinstance(value, Mapping):
+                return self.switchable(switch, value, path, base)
             for arg in args:
                 if arg is type(None):
                     continue
@@ -376,8 +433,13 @@ def config_from_dict(
     *,
     source: str = "",
     origins: Mapping[str, str] | None = None,
+    filled: Mapping[str, str] | None = None,
 ) -> T:
     """Build `cls` from a nested dict, checking keys and types, then run `validate()` hooks.
+
+    `filled` (from `set_key` / `apply_overrides`) names the sections that were created by
+    setting a key inside them; an optional section with an `enabled` switch (`lora`) that
+    was null must be switched on explicitly.
 
     Raises:
         ConfigError: listing every unknown key (with close matches), wrong type, missing
@@ -385,7 +447,7 @@ def config_from_dict(
     """
     if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
         raise TypeError(f"{cls!r} is not a dataclass type.")
-    builder = _Builder(origins or {}, source)
+    builder = _Builder(origins or {}, source, filled)
     cfg = builder.build(cls, data, "")
     if builder.errors:
         raise ConfigError(builder.errors)
@@ -437,13 +499,14 @@ def load_config(
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys at top level.")
         data = loaded
     origins: dict[str, str] = {}
+    filled: dict[str, str] = {}
     for key, value in (values or {}).items():
-        set_key(data, key, value, origins, source=values_source)
-    apply_overrides(data, list(overrides), origins)
+        set_key(data, key, value, origins, source=values_source, filled=filled)
+    apply_overrides(data, list(overrides), origins, filled)
     for key, value in (defaults or {}).items():
         if not _has_key(data, key):
-            set_key(data, key, value, origins, source=defaults_source)
-    return config_from_dict(cls, data, source=source, origins=origins)
+            set_key(data, key, value, origins, source=defaults_source, filled=filled)
+    return config_from_dict(cls, data, source=source, origins=origins, filled=filled)
 
 
 def _has_key(data: Mapping[str, Any], key: str) -> bool:

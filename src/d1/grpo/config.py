@@ -33,7 +33,13 @@ from typing import Any, ClassVar, Literal
 
 from d1.config import ConfigError
 from d1.sampling.config import SamplerConfig
-from d1.training.config import LoraConfig, ModelConfig, OptimConfig, TrainingConfig
+from d1.training.config import (
+    LoraConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainingConfig,
+    active_lora,
+)
 
 __all__ = [
     "GRPOConfig",
@@ -259,6 +265,9 @@ class GRPOConfig:
     global_batch_size: int | None = 96
     grpo: GRPOSection = field(default_factory=GRPOSection)
     tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec()])
+
+    def __post_init__(self) -> None:
+        self.lora = active_lora(self.lora)  # `enabled: false` is full fine-tuning
 
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []

@@ -62,13 +62,13 @@ from d1.grpo.update import (
 from d1.sampling import SamplingStats
 from d1.training.data import keyed_generator
 from d1.training.run import TrainingRun
+from d1.training.tracking import SAMPLES_FILE
 
 __all__ = ["GRPOResult", "train_grpo"]
 
 logger = logging.getLogger(__name__)
 
 BATCH_FILE = "grpo_batch_{rank}.pt"
-SAMPLES_FILE = "samples.jsonl"
 
 
 @dataclass
@@ -371,7 +371,8 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
         prompt_sampler.load_state_dict(run.state.extra["prompt_sampler"])
         counter.load(run.state.extra.get("compute", {}))
         if run.state.step % mu:
-            path = _resumed_from(run) / batch_name
+            assert run.resumed_from is not None
+            path = run.resumed_from / batch_name
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{path.parent} was saved inside a generation batch but holds no {batch_name}."
@@ -493,7 +494,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                 counter=counter,
                 accumulate=lambda last: run.accumulation(last=last),
             )
-        opt = run.optimizer_step()
+        opt = run.optimizer_step(loss=stats.totals.get("loss", 0.0))
         counter.optimizer_steps += 1
         timing["update"] += time.perf_counter() - t2
         run.state.tokens_seen += (counter.forward_tokens - tokens_before) * world
@@ -508,6 +509,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                 **{f"train/{key}": v for key, v in _merge_loss_stats(stats, acc).items()},
                 "train/grad_norm": opt["grad_norm"],
                 "train/lr": opt["lr"],
+                **run.nonfinite_metrics(),
                 "train/inner_iteration": k,
                 "train/generation_batch": gen_index,
                 "train/epoch": max(prompt_sampler.epochs().values()),
@@ -544,14 +546,6 @@ def _all_processes(counter: ComputeCounter, world: int) -> dict[str, int]:
     process count; generation batches and optimizer steps are shared, counted once."""
     shared = ("generation_batches", "optimizer_steps")
     return {k: v if k in shared else v * world for k, v in counter.as_dict().items()}
-
-
-def _resumed_from(run: TrainingRun) -> Path:
-    which = run.train_cfg.resume_from
-    latest = run.checkpoints.latest()
-    if which == "auto" and latest is not None:
-        return latest
-    return Path(str(which))
 
 
 def _merge_loss_stats(stats: LossStats, acc: Any) -> dict[str, float]:

@@ -16,7 +16,13 @@ from typing import Any, ClassVar, Literal
 
 from d1.config import ConfigError
 from d1.sampling.config import SamplerConfig
-from d1.training.config import LoraConfig, ModelConfig, OptimConfig, TrainingConfig
+from d1.training.config import (
+    LoraConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainingConfig,
+    active_lora,
+)
 
 __all__ = ["DEFAULT_SOURCES", "GenerationEvalConfig", "SFTConfig", "SFTDataConfig"]
 
@@ -186,6 +192,9 @@ class SFTConfig:
     semi_ar_fraction: float = 0.0
     semi_ar_block_length: int = 32
     eval_generation: GenerationEvalConfig | None = None
+
+    def __post_init__(self) -> None:
+        self.lora = active_lora(self.lora)  # `enabled: false` is full fine-tuning
 
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []

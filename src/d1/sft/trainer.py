@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -38,6 +39,7 @@ from d1.training.data import (
     prepare_train_loader,
 )
 from d1.training.run import TrainingRun
+from d1.training.tracking import SAMPLES_FILE
 
 __all__ = ["eval_time_grid", "resolve_accumulation", "sft_batch_loss", "train_sft"]
 
@@ -187,7 +189,7 @@ def evaluate_generation(run: TrainingRun, data: SFTData, cfg: SFTConfig) -> dict
         model.train(was_training)
         scores = [data.task.score(c, ex) for c, ex in zip(completions, exs, strict=True)]
         metrics = {f"eval/{k}": float(v) for k, v in data.task.aggregate(scores).items()}
-        with (run.run_dir / "samples.jsonl").open("a", encoding="utf-8") as f:
+        with (run.run_dir / SAMPLES_FILE).open("a", encoding="utf-8") as f:
             for c, ex, s in list(zip(completions, exs, scores, strict=True))[
                 : gen_cfg.num_samples_logged
             ]:
@@ -297,6 +299,7 @@ def _run_sft(run: TrainingRun, cfg: SFTConfig) -> Path:
     model = run.model
     model.train()
     window: list[SFTLoss] = []
+    step_losses: list[SFTLoss] = []
     while run.state.step < total_steps:
         for j in range(grad_accum):
             epoch, k, batch = next(micro)
@@ -313,36 +316,45 @@ def _run_sft(run: TrainingRun, cfg: SFTConfig) -> Path:
                     block_length=cfg.semi_ar_block_length,
                 )
                 run.backward(out.loss / grad_accum)
-            window.append(
+            step_losses.append(
                 SFTLoss(
                     out.loss.detach(), out.per_sequence.detach(), out.unweighted, out.num_masked
                 )
             )
             run.state.tokens_seen += batch["input_ids"].numel() * acc.num_processes
-        stats = run.optimizer_step()
+        stats = run.optimizer_step(loss=torch.stack([w.loss for w in step_losses]).sum())
+        if not stats["skipped"]:  # a skipped step's NaN stays out of the logged means
+            window += step_losses
+        step_losses = []
         run.state.examples_seen += schedule.global_batch
         run.state.epoch, run.state.micro_batch = (
             (epoch + 1, 0) if k + 1 == schedule.micro_batches_per_epoch else (epoch, k + 1)
         )
 
         if run.due(tcfg.logging_steps):
-            loss = run.mean_across_processes(torch.stack([w.loss for w in window]).mean())
-            ce = run.mean_across_processes(
-                torch.stack([w.unweighted.mean() for w in window]).mean()
-            )
+            logged: dict[str, float] = {}
+            if window:  # empty when every step since the last log was skipped
+                logged["train/loss"] = run.mean_across_processes(
+                    torch.stack([w.loss for w in window]).mean()
+                )
+                logged["train/masked_ce"] = run.mean_across_processes(
+                    torch.stack([w.unweighted.mean() for w in window]).mean()
+                )
             tok_s = run.throughput()
-            run.log(
+            logged.update(
                 {
-                    "train/loss": loss,
-                    "train/masked_ce": ce,
                     "train/lr": stats["lr"],
                     "train/grad_norm": stats["grad_norm"],
                     "train/epoch": run.state.step / schedule.steps_per_epoch,
                     "train/tokens_per_s": tok_s,
                     "train/examples_seen": run.state.examples_seen,
+                    **run.nonfinite_metrics(),
                 }
             )
-            run.update_progress(loss=loss, lr=stats["lr"], tok_s=tok_s)
+            run.log(logged)
+            run.update_progress(
+                loss=logged.get("train/loss", math.nan), lr=stats["lr"], tok_s=tok_s
+            )
             window.clear()
 
         metric = None

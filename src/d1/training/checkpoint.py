@@ -9,23 +9,35 @@ A checkpoint folder `checkpoint-{step}` holds:
 - `rng_state_{rank}.pt` per process: Python, NumPy, torch CPU and CUDA global states and every
   named `torch.Generator` of the run;
 - `trainer_state.json` (`TrainState`: step, epoch, data position, counters, best metric);
-- `config.yaml`, the resolved run config.
+- `config.yaml`, the resolved run config;
+- `manifest.json`, written last: every other file's size and sha256.
 
 Atomicity: everything is written into `.tmp-checkpoint-{step}` in the same parent, each file and
 the folder are fsynced, then the folder is renamed into place (`os.replace`) and the `latest`
 pointer file is replaced atomically. A process killed at any moment (SIGKILL included) leaves
 the previous checkpoint and pointer intact; stale `.tmp-*` folders are removed on the next start.
+
+Damage after the fact (a disk filling up, a copy cut short, a file overwritten) is caught by
+`verify_checkpoint` before a resume: with a manifest, every listed file must exist with its
+size and sha256 (sha256 rather than a cheaper checksum: any change is caught, `sha256sum` can
+check a file by hand, and at ~0.7 GB/s on one loaded core it costs seconds for a LoRA
+checkpoint, against minutes to write a full 8B one); without one (older checkpoints), by
+loading each file (safetensors headers, torch pickles, JSON). `resume_from=auto` falls back to
+the newest complete checkpoint with a warning; an explicit path that fails is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
+import math
 import os
 import pickle
 import random
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,19 +49,33 @@ from d1.config import atomic_write_text, save_config
 
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "CheckpointError",
     "CheckpointManager",
     "TrainState",
+    "describe_saved",
     "fsync_tree",
     "load_checkpoint",
     "load_model_weights",
+    "newest_complete_checkpoint",
+    "required_files",
+    "verify_checkpoint",
     "write_checkpoint",
+    "write_manifest",
 ]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
 LATEST_FILE = "latest"
 BEST_FILE = "best.json"
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from (damaged, incomplete, not a checkpoint)."""
 
 
 @dataclass
@@ -66,6 +92,8 @@ class TrainState:
         num_examples: training-set size (checked on resume).
         best_metric: best value of the tracked metric so far.
         best_checkpoint: folder name of the best checkpoint.
+        nonfinite_skipped: optimizer steps skipped for a non-finite loss / gradient norm.
+        nonfinite_consecutive: how many of the most recent steps were skipped in a row.
         extra: trainer-specific counters (e.g. diffu-GRPO's generations).
     """
 
@@ -78,6 +106,8 @@ class TrainState:
     num_examples: int = 0
     best_metric: float | None = None
     best_checkpoint: str | None = None
+    nonfinite_skipped: int = 0
+    nonfinite_consecutive: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -86,6 +116,8 @@ class TrainState:
     @classmethod
     def from_json(cls, text: str) -> TrainState:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -162,6 +194,24 @@ def _is_sharded(accelerator: Any) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def required_files(
+    accelerator: Any, model: torch.nn.Module, *, optimizer: bool, scheduler: bool
+) -> list[tuple[str, ...]]:
+    """The files (each: alternatives) `load_checkpoint` reads on the main process, for
+    `verify_checkpoint(required=...)`."""
+    if _is_sharded(accelerator):
+        files: list[tuple[str, ...]] = [("accelerate_state",)]
+    elif _is_peft(accelerator.unwrap_model(model)):
+        files = [("adapter_model.safetensors",)]
+    else:
+        files = [("model.safetensors", "model.safetensors.index.json")]
+    if optimizer and not _is_sharded(accelerator):
+        files.append(("optimizer.pt",))
+    if scheduler:
+        files.append(("scheduler.pt",))
+    return [*files, ("rng_state_0.pt",)]
+
+
 def save_model_weights(accelerator: Any, model: torch.nn.Module, path: Path) -> None:
     """Adapter (PEFT) or full weights in safetensors; collective: call on every process."""
     unwrapped = accelerator.unwrap_model(model)
@@ -173,15 +223,42 @@ def save_model_weights(accelerator: Any, model: torch.nn.Module, path: Path) -> 
         unwrapped.save_pretrained(str(path), **kwargs)
 
 
-def load_model_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load weights saved by `save_model_weights` into an identically built model (strict)."""
+def _resume_hint() -> str:
+    return (
+        "Resume from another checkpoint (train.resume_from=PATH, or train.resume_from=auto for "
+        "the newest complete one)."
+    )
+
+
+def _damaged(file: Path, error: BaseException) -> CheckpointError:
+    what = (
+        "is missing" if not file.exists() else f"cannot be read ({type(error).__name__}: {error})"
+    )
+    return CheckpointError(f"{file} {what}. {_resume_hint()}")
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(file)
+    except (OSError, SafetensorError) as e:
+        raise _damaged(file, e) from e
+
+
+def load_model_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load weights saved by `save_model_weights` into an identically built model (strict).
+
+    Raises:
+        CheckpointError: a weights file is missing or cannot be read (named).
+    """
     path = Path(path)
     if _is_peft(model):
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        weights = _load_safetensors(path / "adapter_model.safetensors")
+        result = set_peft_model_state_dict(model, weights)
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
             raise ValueError(f"Adapter checkpoint {path} has unexpected keys: {unexpected[:5]}")
@@ -192,7 +269,110 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
 
         load_sharded_checkpoint(model, str(path), strict=True)
         return
-    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+    model.load_state_dict(_load_safetensors(path / "model.safetensors"), strict=True)
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+
+
+def write_manifest(folder: str | Path, step: int) -> Path:
+    """Record every file of `folder` (size, sha256) in `folder/manifest.json`, atomically.
+    Call it last, once every process has written its files."""
+    folder = Path(folder)
+    files = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in _files(folder)
+    }
+    text = json.dumps({"format": MANIFEST_FORMAT, "step": step, "files": files}, indent=1)
+    path = folder / MANIFEST_FILE
+    atomic_write_text(path, text + "\n")
+    return path
+
+
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's file table; raises ValueError saying what is wrong with it."""
+    try:
+        data = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{MANIFEST_FILE} is not valid JSON ({e})") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
+        for v in files.values()
+    ):
+        raise ValueError(f"{MANIFEST_FILE} is malformed (no file table of sizes and sha256)")
+    return files
+
+
+def _try_load(path: Path) -> None:
+    """Load one file the way a resume reads it (no manifest to check it against)."""
+    name = path.name
+    if name.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:  # validates the header and the length
+            f.keys()
+    elif name.endswith(".pt"):
+        torch.load(path, map_location="cpu", weights_only=False)
+    elif name.endswith(".json"):
+        json.loads(path.read_text(encoding="utf-8"))
+
+
+def verify_checkpoint(
+    path: str | Path, *, required: Sequence[Sequence[str]] = (), deep: bool = True
+) -> str | None:
+    """What is wrong with checkpoint folder `path`, or None if it looks complete.
+
+    Args:
+        required: files (paths relative to `path`) a resume will read; each entry lists
+            alternatives, one of which must exist (e.g. ("model.safetensors",
+            "model.safetensors.index.json")).
+        deep: check contents (sha256 with a manifest; else load every file); False checks
+            only presence and sizes (fast, e.g. for a message on Ctrl-C).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return f"{path} is not a folder"
+    if not (path / STATE_FILE).is_file():
+        return f"{path} is not a checkpoint (no {STATE_FILE})"
+    for options in required:
+        if not any((path / name).exists() for name in options):
+            return f"{' or '.join(options)} is missing"
+    if (path / MANIFEST_FILE).is_file():
+        try:
+            files = _read_manifest(path)
+        except ValueError as e:
+            return str(e)
+        for rel, info in files.items():
+            p = path / rel
+            if not p.is_file():
+                return f"{rel} is missing (listed in {MANIFEST_FILE})"
+            size = p.stat().st_size
+            if size != info["size"]:
+                return f"{rel} is damaged: {size} bytes, {MANIFEST_FILE} says {info['size']}"
+            if deep and _sha256(p) != info["sha256"]:
+                return f"{rel} is damaged: its sha256 differs from {MANIFEST_FILE}'s"
+        return None
+    if deep:  # an older checkpoint without a manifest: verify by loading
+        for p in _files(path):
+            try:
+                _try_load(p)
+            except Exception as e:  # any failure to read means damage
+                rel = p.relative_to(path).as_posix()
+                return f"{rel} cannot be read ({type(e).__name__}: {e})"
+    return None
 
 
 # ----------------------------------------------------------------------------- write / load
@@ -239,35 +419,112 @@ def load_checkpoint(
     scheduler: Any | None,
     generators: Mapping[str, torch.Generator] | None = None,
 ) -> TrainState:
-    """Restore model, optimizer, scheduler, RNG states and generators; return the TrainState."""
+    """Restore model, optimizer, scheduler, RNG states and generators; return the TrainState.
+
+    Raises:
+        CheckpointError: naming the file that cannot be read (`verify_checkpoint` first
+            catches most damage without touching the model).
+    """
     path = Path(path)
     if not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint (no {STATE_FILE}).")
-    if _is_sharded(accelerator):
-        accelerator.load_state(str(path / "accelerate_state"))
-    else:
-        load_model_weights(accelerator.unwrap_model(model), path)
-        if optimizer is not None:
-            optimizer.load_state_dict(
-                torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-            )
-    if scheduler is not None:
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     if not rng_file.is_file():
         raise FileNotFoundError(
             f"{rng_file} is missing: the checkpoint was written by fewer processes; resume "
             "with the same number of processes."
         )
-    try:
-        rng = torch.load(rng_file, weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError) as e:
-        raise ValueError(f"Cannot read {rng_file}: {e}") from e
+
+    def read(name: str, fn: Callable[[], Any]) -> Any:
+        """Read one file; a failure to read it (not a mismatch in applying it) names it."""
+        try:
+            return fn()
+        except (OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError) as e:
+            raise _damaged(path / name, e) from e
+
+    state = read(STATE_FILE, lambda: TrainState.from_json((path / STATE_FILE).read_text("utf-8")))
+    if _is_sharded(accelerator):
+        accelerator.load_state(str(path / "accelerate_state"))
+    else:
+        load_model_weights(accelerator.unwrap_model(model), path)
+        if optimizer is not None:
+            saved = read(
+                "optimizer.pt",
+                lambda: torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False),
+            )
+            optimizer.load_state_dict(saved)
+    if scheduler is not None:
+        saved = read("scheduler.pt", lambda: torch.load(path / "scheduler.pt", weights_only=False))
+        scheduler.load_state_dict(saved)
+    rng = read(rng_file.name, lambda: torch.load(rng_file, weights_only=False))
     _set_rng_state(rng, generators or {})
-    return TrainState.from_json((path / STATE_FILE).read_text(encoding="utf-8"))
+    return state
 
 
 # ----------------------------------------------------------------------------- manager
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name[len(CHECKPOINT_PREFIX) :])
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX):
+            suffix = p.name[len(CHECKPOINT_PREFIX) :]
+            if suffix.isdigit():
+                found.append((int(suffix), p))
+    return [p for _, p in sorted(found)]
+
+
+def _latest(root: Path) -> Path | None:
+    pointer = root / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    if not (name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()):
+        return None  # a damaged pointer: `_candidates` then goes by step numbers
+    target = root / name
+    return target if (target / STATE_FILE).is_file() else None
+
+
+def _candidates(root: Path) -> list[Path]:
+    """The `latest` pointer's checkpoint, then older ones by decreasing step. (Folders with
+    higher steps than the pointer's come from a run that was later resumed from an earlier
+    step: that history was abandoned.)"""
+    ckpts = _checkpoints(root)
+    latest = _latest(root)
+    if latest is None:
+        return ckpts[::-1]
+    step = _step_of(latest)
+    return [latest] + [p for p in ckpts[::-1] if _step_of(p) < step]
+
+
+def newest_complete_checkpoint(
+    root: str | Path, required: Sequence[Sequence[str]] = (), *, deep: bool = True
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint under `root` that `verify_checkpoint` passes (the `latest`
+    pointer's, else older ones by decreasing step), and the problems of the ones skipped
+    before it (each `(folder, what is wrong)`)."""
+    skipped: list[tuple[Path, str]] = []
+    for path in _candidates(Path(root)):
+        problem = verify_checkpoint(path, required=required, deep=deep)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def describe_saved(root: str | Path) -> str:
+    """One phrase for messages: the newest complete checkpoint under `root` with its step
+    (checked quickly: presence and sizes), or that there is none yet."""
+    path, _ = newest_complete_checkpoint(root, deep=False)
+    if path is None:
+        return f"no checkpoint yet in {root}"
+    return f"{path} (step {_step_of(path)})"
 
 
 class CheckpointManager:
@@ -303,31 +560,37 @@ class CheckpointManager:
 
     # -- queries
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoint folders, oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = []
-        for p in self.root.iterdir():
-            if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX):
-                suffix = p.name[len(CHECKPOINT_PREFIX) :]
-                if suffix.isdigit():
-                    found.append((int(suffix), p))
-        return [p for _, p in sorted(found)]
+        """Checkpoint folders (renamed into place, so completely written), oldest first."""
+        return _checkpoints(self.root)
 
     def latest(self) -> Path | None:
         """The checkpoint the `latest` pointer names (None if there is none)."""
-        pointer = self.root / LATEST_FILE
-        if not pointer.is_file():
-            return None
-        target = self.root / pointer.read_text(encoding="utf-8").strip()
-        return target if (target / STATE_FILE).is_file() else None
+        return _latest(self.root)
+
+    def candidates(self) -> list[Path]:
+        """Checkpoints a resume may use, best first (see `newest_complete_checkpoint`)."""
+        return _candidates(self.root)
+
+    def newest_complete(
+        self, required: Sequence[Sequence[str]] = (), *, deep: bool = True
+    ) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """`newest_complete_checkpoint` of this manager's folder."""
+        return newest_complete_checkpoint(self.root, required, deep=deep)
 
     def best(self) -> dict[str, Any] | None:
         """`{"checkpoint", "metric", "value", "step"}` of the best checkpoint, if tracked."""
         p = self.root / BEST_FILE
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
+    def point_latest(self, path: Path) -> None:
+        """Make the `latest` pointer name checkpoint `path` (main process; atomic)."""
+        if self.accelerator.is_main_process:
+            atomic_write_text(self.root / LATEST_FILE, path.name + "\n")
+
     def is_better(self, value: float, than: float | None) -> bool:
+        """Whether `value` beats `than`; a non-finite value never does (NaN is no best)."""
+        if not math.isfinite(value):
+            return False
         if than is None:
             return True
         return value > than if self.greater_is_better else value < than
@@ -389,6 +652,7 @@ class CheckpointManager:
         write(tmp)
         acc.wait_for_everyone()
         if acc.is_main_process:
+            write_manifest(tmp, step)  # last: every process's files are in place
             fsync_tree(tmp)
             if final.exists():  # re-saving a step (e.g. after a resume): swap out the old one
                 old = self.root / f"{TMP_PREFIX}old-{name}"
@@ -406,9 +670,10 @@ class CheckpointManager:
                         {
                             "checkpoint": name,
                             "metric": self.metric_name,
-                            "value": metric,
+                            "value": float(metric),  # type: ignore[arg-type]
                             "step": step,
-                        }
+                        },
+                        allow_nan=False,  # strict JSON (is_better refuses NaN and inf)
                     )
                     + "\n",
                 )

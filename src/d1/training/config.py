@@ -19,6 +19,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainingConfig",
+    "active_lora",
 ]
 
 
@@ -49,9 +50,13 @@ class ModelConfig:
 class LoraConfig:
     """LoRA adapter settings (d1's own section, converted to PEFT's LoraConfig at load time).
 
-    Set the whole `lora` section to null for full fine-tuning.
+    Full fine-tuning is `lora: null` (or `enabled: false`). A `lora` mapping written in a YAML
+    file is on unless it says `enabled: false`. On the command line, keys of a section that is
+    null do not switch LoRA on by themselves: `lora.r=8` on a full fine-tuning config is an
+    error; write `lora.enabled=true lora.r=8` (or the whole section, `lora={r: 8, alpha: 16}`).
 
     Attributes:
+        enabled: train LoRA adapters (true) or the whole model (false: the same as null).
         r: adapter rank.
         alpha: scaling numerator (the update is scaled by alpha / r).
         dropout: dropout on the adapter input.
@@ -61,6 +66,7 @@ class LoraConfig:
         adapt_lm_head: also adapt the output head.
     """
 
+    enabled: bool = True
     r: int = 128
     alpha: int = 256
     dropout: float = 0.05
@@ -89,6 +95,11 @@ class LoraConfig:
             problems.append(("target_modules", "must name at least one module."))
         if problems:
             raise ConfigError.keyed(problems)
+
+
+def active_lora(lora: LoraConfig | None) -> LoraConfig | None:
+    """The section when LoRA is on, else None (`lora: null` and `enabled: false` agree)."""
+    return lora if lora is not None and lora.enabled else None
 
 
 @dataclass
@@ -152,8 +163,9 @@ class TrainingConfig:
         output_dir: parent folder of run folders.
         run_name: the run folder's name under `output_dir` (default: the command name).
         overwrite: allow starting from scratch in a run folder that already holds checkpoints.
-        resume_from: null (fresh run), "auto" (the run folder's latest checkpoint, if any) or a
-            checkpoint folder.
+        resume_from: null (fresh run), "auto" (the run folder's newest complete checkpoint,
+            if any: a damaged one is skipped with a warning) or a checkpoint folder (verified;
+            a damaged one is an error). Metrics logged after the restored step are dropped.
         seed: seeds data order, masking noise, adapter init and (for tiny models) weights.
         per_device_batch_size: sequences per process per micro-batch.
         gradient_accumulation_steps: micro-batches per optimizer step on each process.
@@ -171,6 +183,14 @@ class TrainingConfig:
             or "none" (TRL's option name).
         wandb_project: W&B project when "wandb" is in `report_to`.
         progress: rich progress bar: "auto" (only on an interactive terminal), "on", "off".
+        on_nonfinite: what an optimizer step with a non-finite (NaN / inf) loss or gradient
+            norm does. "stop": raise an error naming the step (no checkpoint is written after
+            it, so the last good one stays the latest). "skip": drop that update (gradients
+            zeroed; weights and optimizer moments unchanged; the step counter and the schedule
+            still advance), count it in `train/nonfinite_skipped`. Under fp16 the gradient
+            scaler already skips overflowing gradients, so only the loss is checked there.
+        max_nonfinite_skips: with "skip", at most this many steps in a row are skipped; a
+            further non-finite step stops the run as "stop" would.
     """
 
     output_dir: str = "runs"
@@ -195,10 +215,13 @@ class TrainingConfig:
     )
     wandb_project: str = "d1"
     progress: Literal["auto", "on", "off"] = "auto"
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_skips: int = 10
 
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []
-        for key in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        keys = ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps")
+        for key in (*keys, "max_nonfinite_skips"):
             if getattr(self, key) < 1:
                 problems.append((key, "must be >= 1."))
         for key in ("max_steps", "eval_steps", "save_steps", "save_total_limit", "num_threads"):

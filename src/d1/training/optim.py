@@ -84,11 +84,13 @@ def build_scheduler(
     )
 
 
-def clip_grad_norm(accelerator, model: torch.nn.Module, max_norm: float | None) -> float:
+def clip_grad_norm(
+    accelerator, model: torch.nn.Module, max_norm: float | None
+) -> torch.Tensor | None:
     """Clip the global gradient norm (across processes; FSDP/DeepSpeed aware via accelerate);
-    returns the norm before clipping (computed even when `max_norm` is None)."""
+    returns the norm before clipping as a tensor on the device (computed even when `max_norm`
+    is None; not read back, so no host sync here), or None under DeepSpeed, which clips
+    inside its engine."""
     params = [p for p in model.parameters() if p.requires_grad]
     norm = accelerator.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
-    if norm is None:  # DeepSpeed clips inside its engine and returns None here
-        return float("nan")
-    return float(norm)
+    return None if norm is None else torch.as_tensor(norm)

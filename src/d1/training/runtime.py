@@ -3,6 +3,7 @@ and the trainable model (full, LoRA or QLoRA)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from d1.training.config import LoraConfig, ModelConfig, TrainingConfig
+from d1.training.config import LoraConfig, ModelConfig, TrainingConfig, active_lora
 from d1.training.data import derive_seed
 
 __all__ = [
@@ -20,8 +21,12 @@ __all__ = [
     "make_accelerator",
     "prepare_run_dir",
     "resolve_model_dtype",
+    "run_dir_for",
     "save_base_for_adapter",
+    "warn_if_not_low_rank",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def default_num_threads(num_local_processes: int) -> int:
@@ -58,13 +63,18 @@ def make_accelerator(train: TrainingConfig):
     return accelerator
 
 
+def run_dir_for(train: TrainingConfig, default_name: str) -> Path:
+    """The run folder `output_dir/run_name` (`default_name`, e.g. "sft", without a name)."""
+    return Path(train.output_dir) / (train.run_name or default_name)
+
+
 def prepare_run_dir(train: TrainingConfig, default_name: str, accelerator: Any) -> Path:
     """The run folder `output_dir/run_name`, checked against accidental reuse.
 
     A folder with checkpoints is only reused with `resume_from` set, or wiped first with
     `overwrite=true` (checkpoints, metrics and TensorBoard logs of the old run are removed).
     """
-    run_dir = Path(train.output_dir) / (train.run_name or default_name)
+    run_dir = run_dir_for(train, default_name)
     ckpts = run_dir / "checkpoints"
     has_ckpts = ckpts.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpts.iterdir())
     if has_ckpts and train.resume_from is None:
@@ -113,6 +123,7 @@ def load_for_training(
     """
     from d1.models import load_model
 
+    lora = active_lora(lora)
     device = torch.device(device)
     if model_cfg.load_in_4bit:
         if lora is None:
@@ -139,6 +150,8 @@ def load_for_training(
     model = loaded.model
     if model_cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    if lora is not None:
+        warn_if_not_low_rank(model, lora.r)
     model.train()
     return loaded
 
@@ -155,6 +168,29 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if hasattr(base.config, "use_cache"):
         base.config.use_cache = False
+
+
+def warn_if_not_low_rank(model: torch.nn.Module, r: int) -> str | None:
+    """Warn (and return the message) when the LoRA rank is not below the narrowest adapted
+    layer's width: the adapters then cost more than the layers they adapt (the paper's
+    r = 128 on a 128-wide tiny model: more trainable parameters than the whole model, and a
+    step about twice as slow as full fine-tuning, measured)."""
+    widths = [
+        min(m.base_layer.in_features, m.base_layer.out_features)
+        for m in model.modules()
+        if hasattr(m, "lora_A") and isinstance(getattr(m, "base_layer", None), torch.nn.Linear)
+    ]
+    if not widths or r < min(widths):
+        return None
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters()) - trainable
+    msg = (
+        f"lora.r={r} is not below the width of the layers it adapts (narrowest: {min(widths)}): "
+        f"the adapters hold {trainable:,} parameters for a {total:,}-parameter model and cost "
+        "more per step than full fine-tuning. Use a smaller lora.r (e.g. 8), or lora=null."
+    )
+    logger.warning(msg)
+    return msg
 
 
 def save_base_for_adapter(

@@ -5,18 +5,56 @@ rich progress bar.
 `step` and `time`); it is what `d1 report` and tests read. TensorBoard and W&B are added through
 `report_to` (TRL-style: ["tensorboard"], ["wandb"], ["tensorboard", "wandb"], ["none"]). Only
 the main process writes; other processes get a no-op tracker.
+
+Every step appears once: a run resumed at step S first drops the rows of steps after S from
+`metrics.jsonl` and `samples.jsonl` (`rewind_jsonl`: the file is rewritten atomically rather
+than the rows marked superseded, so that every reader, plots and `d1 report` included, sees
+one history without knowing about resumes; the dropped rows are the ones the resumed run logs
+again, identically for an exact resume), and TensorBoard purges its events after S
+(`purge_step`). A fresh start drops the rows of an earlier attempt that saved no checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProgressBar", "Tracker"]
+from d1.config import atomic_write_text
+
+__all__ = ["METRICS_FILE", "SAMPLES_FILE", "ProgressBar", "Tracker", "rewind_jsonl"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+
+
+def rewind_jsonl(path: str | Path, step: int | None) -> int:
+    """Keep the rows of JSONL log `path` whose `step` is <= `step` (None: keep none); rows
+    that do not parse (a line cut short by a kill) are dropped too. The file is rewritten
+    atomically, and only when something changes. Returns the number of rows dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        row_step = row.get("step") if isinstance(row, dict) else None
+        if step is not None and isinstance(row_step, int) and row_step <= step:
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return dropped
 
 
 def _jsonable(v: Any) -> Any:
@@ -38,6 +76,8 @@ class Tracker:
         run_name: the W&B run name.
         wandb_project: the W&B project.
         filename: the JSONL file name.
+        purge_step: TensorBoard hides the events of this step and later ones already in
+            the run's log folder (a resumed run's restored step + 1).
     """
 
     def __init__(
@@ -49,7 +89,8 @@ class Tracker:
         config: dict[str, Any] | None = None,
         run_name: str | None = None,
         wandb_project: str = "d1",
-        filename: str = "metrics.jsonl",
+        filename: str = METRICS_FILE,
+        purge_step: int | None = None,
     ):
         self.enabled = enabled
         self.path = Path(run_dir) / filename
@@ -67,7 +108,9 @@ class Tracker:
         if "tensorboard" in backends:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            self._tb = SummaryWriter(
+                log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge_step
+            )
         if "wandb" in backends:
             try:
                 import wandb
