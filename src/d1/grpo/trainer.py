@@ -40,7 +40,7 @@ from d1.config import ConfigError, load_config
 from d1.grpo.advantages import AdvantageResult, compute_advantages
 from d1.grpo.config import GRPOConfig
 from d1.grpo.loss import LossStats
-from d1.grpo.rollout import PromptSampler, Rollout, generate_rollouts
+from d1.grpo.rollout import PromptSampler, Rollout, generate_rollouts, score_correctness
 from d1.grpo.update import (
     ComputeCounter,
     PolicyBatch,
@@ -127,6 +127,11 @@ def _rollout_metrics(
         "advantage/nonzero_fraction": float(
             accelerator.gather(torch.tensor([adv.nonzero_fraction], device=rewards.device)).mean()
         ),
+        "reward/timeouts": float(
+            accelerator.gather(
+                torch.tensor([float(rollout.reward_timeouts)], device=rewards.device)
+            ).sum()
+        ),
         "prompts_truncated": float(
             accelerator.gather(
                 torch.tensor([float(rollout.truncated_prompts)], device=rewards.device)
@@ -144,13 +149,11 @@ def _rollout_metrics(
             metrics[f"rewards/{key}"] = float(valid.mean())
             metrics[f"rewards/{key}_std"] = float(valid.std()) if valid.numel() > 1 else 0.0
     # Per task: total reward and the evaluation scorer's accuracy.
-    correct = torch.tensor(
-        [
-            float(it.task.score(c, it.example).correct)
-            for c, it in zip(rollout.completions, rollout.items, strict=True)
-        ],
-        device=rewards.device,
-    )
+    if rollout.correct is not None:
+        correct = rollout.correct.float().to(rewards.device)
+    else:
+        correct, _ = score_correctness(rollout.completions, rollout.items)
+        correct = correct.to(rewards.device)
     task_ids = torch.tensor(
         [task_names.index(it.task_name) for it in rollout.items], device=rewards.device
     )
@@ -406,6 +409,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                     logit_shift=run.spec.logit_shift,
                     device=device,
                     stats=sampling,
+                    reward_timeout_s=gcfg.reward_timeout_s,
                 )
             adv = compute_advantages(rollout.rewards, g_size, gcfg.scale_rewards)
             counter.generations += len(rollout)
