@@ -4,6 +4,7 @@ numbers are measurements, never asserted here)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,28 @@ def test_random_prompts_never_hold_the_mask_token() -> None:
     ids = bench.random_prompts(64, 32, 12, 9, torch.Generator().manual_seed(0))
     assert ids.shape == (64, 32) and int(ids.min()) >= 7 and int(ids.max()) < 12
     assert not (ids == 9).any() and (ids == 8).any() and (ids == 10).any()
+
+
+def test_rewards_benchmark_quick_prints_every_task_and_function() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rewards.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
+    rows = [r for r in rows if r and r[0] not in ("", "task")]
+    pairs = {(r[0], r[1]) for r in rows}
+    for task, fn in [
+        ("gsm8k", "correctness"),
+        ("gsm8k/d1_compat", "score"),
+        ("math500", "score"),
+        ("countdown", "countdown"),
+        ("sudoku", "score"),
+        ("addition", "digits"),
+    ]:
+        assert (task, fn) in pairs, (task, fn, sorted(pairs))
+    for r in rows:  # worst, median and normal median are numbers of seconds (or "> cap")
+        assert all(v.startswith(">") or float(v) >= 0 for v in (r[2], r[4], r[5])), r

@@ -13,9 +13,16 @@ builds a fixed list of such worst cases (about `size` characters each) and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DEFAULT_SIZE", "adversarial_completions", "normal_completions", "task_cases"]
+__all__ = [
+    "DEFAULT_SIZE",
+    "adversarial_completions",
+    "normal_completions",
+    "scoring_functions",
+    "task_cases",
+]
 
 DEFAULT_SIZE = 1_000_000
 
@@ -167,3 +174,15 @@ def task_cases(*, code: bool = True) -> dict[str, tuple[Any, Any]]:
         task = HumanEvalTask()
         cases["humaneval"] = (task, CodeTask._example("he/0", prompt, suite))
     return cases
+
+
+def scoring_functions(task: Any) -> dict[str, Callable[[str, Any], list[float]]]:
+    """The task's reward components and its scorer ("score": `Score.correct`), each as
+    `fn(completion, example) -> [value]` on one completion."""
+
+    def component(fn: Any) -> Callable[[str, Any], list[float]]:
+        return lambda text, example: [float(v) for v in fn([text], [example])]
+
+    fns = {name: component(fn) for name, fn in task.reward_functions().items()}
+    fns["score"] = lambda text, example: [float(task.score(text, example).correct)]
+    return fns

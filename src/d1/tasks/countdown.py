@@ -403,9 +403,10 @@ class CountdownTask(Task):
     def countdown_reward(
         self, completions: Sequence[str], examples: Sequence[Example]
     ) -> list[float]:
-        """d1's Countdown reward per completion: 1.0 / 0.1 / 0 (SPEC 5)."""
+        """d1's Countdown reward per completion: 1.0 / 0.1 / 0 (SPEC 5), on the last
+        `MAX_PARSE_CHARS` characters."""
         return [
-            countdown_reward(c, ex.meta["numbers"], ex.meta["target"])
+            countdown_reward(tail(c), ex.meta["numbers"], ex.meta["target"])
             for c, ex in zip(completions, examples, strict=True)
         ]
 

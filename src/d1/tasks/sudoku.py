@@ -265,9 +265,10 @@ class SudokuTask(Task):
 
     # -- rewards, scoring, metrics ---------------------------------------------------------
     def sudoku_reward(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
-        """d1's Sudoku reward per completion: fraction of empty cells right, in [0, 1]."""
+        """d1's Sudoku reward per completion: fraction of empty cells right, in [0, 1] (on the
+        last `MAX_PARSE_CHARS` characters)."""
         return [
-            sudoku_reward(c, ex.meta["puzzle"], ex.meta["solution"])
+            sudoku_reward(tail(c), ex.meta["puzzle"], ex.meta["solution"])
             for c, ex in zip(completions, examples, strict=True)
         ]
 

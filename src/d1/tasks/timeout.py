@@ -17,7 +17,9 @@ How the limit interrupts the call:
   calling thread with `PyThreadState_SetAsyncExc`: that stops Python code (sympy, the ANTLR
   LaTeX parser, our loops) at the next bytecode, not a long C call.
 
-Limits nest: an inner limit never outlives the outer one, and an exceeded outer limit passes
+Limits nest: an inner limit never outlives the outer one (nor a SIGALRM timer that was
+already running, e.g. pytest-timeout's: the block ends at its deadline and that timer fires
+right after, its handler restored), and an exceeded outer limit passes
 through inner `time_limit` blocks instead of being taken for theirs. `TimeLimitExceeded`
 derives from `BaseException` so that the `except Exception` blocks of parsers (math-verify,
 sympy, ours) cannot swallow it; the timer re-fires every `REFIRE_S` until the block exits, in
@@ -139,6 +141,8 @@ def _signal_enter(limit: Limit) -> None:
             st.saved_handler = signal.signal(signal.SIGALRM, _handler)
             st.saved_timer = signal.getitimer(signal.ITIMER_REAL)
             st.saved_at = time.monotonic()
+            if st.saved_timer[0] > 0:  # someone else's alarm (pytest-timeout...) comes first
+                limit.deadline = min(limit.deadline, st.saved_at + st.saved_timer[0])
         st.stack.append(limit)
         _arm(limit.deadline)
 
