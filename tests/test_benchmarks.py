@@ -21,14 +21,20 @@ def _load(name: str):
     return module
 
 
-def test_sampling_benchmark_quick_prints_every_mode() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sampling.py"), "--quick"],
+def _run_quick(script: str) -> str:
+    """stdout of `benchmarks/<script> --quick` (wide, so rich tables are not cut)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
+        env={**os.environ, "COLUMNS": "200"},
     ).stdout
+
+
+def test_sampling_benchmark_quick_prints_every_mode() -> None:
+    out = _run_quick("sampling.py")
     rows = [line for line in out.splitlines() if line.count("|") == 6]  # progress rows
     modes = [row.split("|")[2].strip() for row in rows]
     # 2 gen lengths x 2 batch sizes, each with the five modes, the reference first.
@@ -87,14 +93,7 @@ def test_random_prompts_never_hold_the_mask_token() -> None:
 
 
 def test_rewards_benchmark_quick_prints_every_task_and_function() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "rewards.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env={**os.environ, "COLUMNS": "200"},
-    ).stdout
+    out = _run_quick("rewards.py")
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
     rows = [r for r in rows if r and r[0] not in ("", "task")]
     pairs = {(r[0], r[1]) for r in rows}
