@@ -87,7 +87,7 @@ def test_score_reproduces_eval_correctness_for_every_prompt_style(
             tasks=(task,),
             gen_lengths=(16,),
             limit=4,
-            data_paths=paths,
+            data_paths={k: v for k, v in paths.items() if k == task},
             task_options=options,
             out=str(tmp_path / style),
         )
