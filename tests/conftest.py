@@ -5,11 +5,15 @@ Fixtures (session-scoped, CPU, float32):
 - `tiny_model`: built-in "tiny-xs" LLaDA, seed 0, eval mode. Shared by all tests: do not modify
   it (no training, no LoRA); use `tiny_model_factory` for a private copy.
 - `tiny_model_factory(name="tiny-xs", seed=0)`: a fresh, private model (eval mode) per call.
+- `d1_generations`: folder of d1's published LLaDA-8B-Instruct GSM8K / MATH500 evaluation files,
+  extracted once from `tests/fixtures/llada_8b_instruct/` (see its README).
 """
 
 from __future__ import annotations
 
 import os
+import tarfile
+from pathlib import Path
 
 # Offline and quiet by default (setdefault: a developer may override in the environment).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,3 +97,15 @@ def interrupt_child():
         return proc.returncode, err
 
     return interrupt
+
+
+LLADA_FIXTURES = Path(__file__).parent / "fixtures" / "llada_8b_instruct"
+
+
+@pytest.fixture(scope="session")
+def d1_generations(tmp_path_factory) -> Path:
+    """d1's evaluation outputs of LLaDA-8B-Instruct (45 JSON files), extracted to a temp folder."""
+    out = tmp_path_factory.mktemp("d1_generations")
+    with tarfile.open(LLADA_FIXTURES / "d1_eval_generations.tar.xz") as tar:
+        tar.extractall(out, filter="data")
+    return out

@@ -4,6 +4,7 @@ numbers are measurements, never asserted here)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +22,20 @@ def _load(name: str):
     return module
 
 
-def test_sampling_benchmark_quick_prints_every_mode() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sampling.py"), "--quick"],
+def _run_quick(script: str) -> str:
+    """stdout of `benchmarks/<script> --quick` (wide, so rich tables are not cut)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
+        env={**os.environ, "COLUMNS": "200"},
     ).stdout
+
+
+def test_sampling_benchmark_quick_prints_every_mode() -> None:
+    out = _run_quick("sampling.py")
     rows = [line for line in out.splitlines() if line.count("|") == 6]  # progress rows
     modes = [row.split("|")[2].strip() for row in rows]
     # 2 gen lengths x 2 batch sizes, each with the five modes, the reference first.
@@ -142,3 +149,21 @@ def test_gpu_check_rows_are_isolated(capsys) -> None:
         "ok",
     ]
     assert table.columns[2]._cells == ["-", "-", "1.0"]
+
+
+def test_rewards_benchmark_quick_prints_every_task_and_function() -> None:
+    out = _run_quick("rewards.py")
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
+    rows = [r for r in rows if r and r[0] not in ("", "task")]
+    pairs = {(r[0], r[1]) for r in rows}
+    for task, fn in [
+        ("gsm8k", "correctness"),
+        ("gsm8k/d1_compat", "score"),
+        ("math500", "score"),
+        ("countdown", "countdown"),
+        ("sudoku", "score"),
+        ("addition", "digits"),
+    ]:
+        assert (task, fn) in pairs, (task, fn, sorted(pairs))
+    for r in rows:  # worst, median and normal median are numbers of seconds (or "> cap")
+        assert all(v.startswith(">") or float(v) >= 0 for v in (r[2], r[4], r[5])), r

@@ -149,3 +149,98 @@ def test_extractors_never_raise(text: str) -> None:
     num = last_number(text)
     assert num is None or float(num) == float(num)
     assert isinstance(strip_special_tokens(text), str)
+
+
+# -- the linear-time parsers decide exactly what the reference definitions decide ---------------
+MORE_PIECES = st.sampled_from(
+    [
+        "<reasoning>",
+        "</reasoning>",
+        "<answer>",
+        "</answer>",
+        "<reasoning>\n",
+        "\n</reasoning>\n<answer>\n",
+        "\n</answer>\n",
+        "\n</answer>",
+        "\\boxed{",
+        "\\boxed ",
+        "\\fbox{",
+        "{",
+        "}",
+        "\n",
+        " ",
+        "\t",
+        "7",
+        "x",
+        "$",
+    ]
+)
+TAGGY = st.lists(st.one_of(MORE_PIECES, st.text(max_size=3)), max_size=14).map("".join)
+
+
+def _all_boxed_reference(text: str) -> list[str]:
+    """The former implementation: from each box command, count braces forward (quadratic)."""
+    import re
+
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)(?![A-Za-z])", text):
+        i = m.end()
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth = 0
+            for j in range(i, len(text)):
+                if text[j] == "{":
+                    depth += 1
+                elif text[j] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        out.append(text[i + 1 : j])
+                        break
+        elif i > m.end():
+            arg = re.match(r"[^\s$]+", text[i:])
+            if arg:
+                out.append(arg.group(0))
+    return out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=TAGGY)
+def test_linear_parsers_match_their_reference_definitions(text: str) -> None:
+    import re
+
+    from d1.tasks.formatting import (
+        MAX_BOXES,
+        SOFT_FORMAT_PATTERN,
+        STRICT_FORMAT_PATTERN,
+        first_answer_block,
+    )
+
+    for dotall in (True, False):
+        flags = re.DOTALL if dotall else 0
+        want_soft = re.match(SOFT_FORMAT_PATTERN, text, flags) is not None
+        want_strict = re.match(STRICT_FORMAT_PATTERN, text, flags) is not None
+        assert soft_format_ok(text, d1_compat=not dotall) == want_soft
+        assert strict_format_ok(text, d1_compat=not dotall) == want_strict
+    assert all_boxed(text) == _all_boxed_reference(text)[-MAX_BOXES:]
+    m = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    assert first_answer_block(text) == (m.group(1) if m else None)
+
+
+def test_all_boxed_keeps_the_last_boxes_and_is_linear() -> None:
+    import time
+
+    text = "".join(f"\\boxed{{{i}}}" for i in range(100))
+    assert all_boxed(text) == [str(i) for i in range(36, 100)]  # the last MAX_BOXES = 64
+    assert last_boxed("\\boxed{" * 100_000 + "7" + "}" * 100_000) == "7"
+    t0 = time.process_time()
+    assert all_boxed("\\boxed{" * 100_000) == []  # never closed: the old scan was quadratic
+    assert time.process_time() - t0 < 1.0
+
+
+def test_tail_keeps_the_end() -> None:
+    from d1.tasks.formatting import MAX_PARSE_CHARS, tail
+
+    assert tail("abc") == "abc"
+    long = "x" * MAX_PARSE_CHARS + "<answer>7</answer>"
+    assert tail(long).endswith("<answer>7</answer>") and len(tail(long)) == MAX_PARSE_CHARS

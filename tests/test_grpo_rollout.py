@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 
 import pytest
 import torch
 
-from d1.grpo.rollout import PromptItem, PromptSampler, generate_rollouts, score_completions
+from d1.grpo.rollout import (
+    PromptItem,
+    PromptSampler,
+    generate_rollouts,
+    score_completions,
+    score_correctness,
+)
 from d1.sampling import SamplerConfig
 from d1.tasks.base import Example, RewardFn, Score, Task
 
@@ -50,6 +57,60 @@ class LetterTask(DigitTask):
         return {"match": self.match}
 
 
+class HangingTask(DigitTask):
+    """A reward and a scorer that never return on the completion "hang" (a pathological
+    parser), and a batch-only component that declares itself bounded."""
+
+    name = "hang"
+    self_bounded = frozenset({"batch"})
+
+    def match(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+        if "hang" in completions:
+            while True:
+                pass
+        return super().match(completions, examples)
+
+    def batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+        self.batch_sizes.append(len(completions))
+        return [0.5] * len(completions)
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        self.batch_sizes: list[int] = []
+        return {"match": self.match, "length": self.length, "batch": self.batch}
+
+    def score(self, completion: str, example: Example) -> Score:
+        if completion == "hang":
+            while True:
+                pass
+        return super().score(completion, example)
+
+
+def test_a_hanging_reward_scores_zero_and_is_counted() -> None:
+    task = HangingTask()
+    items = [PromptItem("hang", task, Example(str(i), "7", "7")) for i in range(3)]
+    t0 = time.monotonic()
+    total, per, timeouts = score_completions(["77", "hang", "7x"], items, timeout_s=0.2)
+    assert time.monotonic() - t0 < 2.0
+    assert timeouts == 1  # "match" on "hang"; "length" is fine on it
+    torch.testing.assert_close(per["hang/match"], torch.tensor([1.0, 0.0, 0.5]))
+    torch.testing.assert_close(per["hang/length"], torch.tensor([0.02, 0.04, 0.02]))
+    torch.testing.assert_close(total, torch.tensor([1.52, 0.54, 1.02]))
+    assert task.batch_sizes == [3]  # the self-bounded component saw the whole batch, unguarded
+    correct, cut = score_correctness(["7", "hang", "8"], items, timeout_s=0.2)
+    assert cut == 1 and correct.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_reward_timeout_config_is_validated() -> None:
+    from d1.config import ConfigError
+    from d1.grpo.config import GRPOSection
+
+    assert GRPOSection().reward_timeout_s == 5.0
+    GRPOSection(reward_timeout_s=None).validate()
+    for bad in (0, -1.0, float("inf"), "fast"):
+        with pytest.raises(ConfigError, match="reward_timeout_s"):
+            GRPOSection(reward_timeout_s=bad).validate()
+
+
 def _items(n: int = 2) -> list[PromptItem]:
     task = DigitTask()
     return [PromptItem("digit", task, ex) for ex in task.load()[:n]]
@@ -62,7 +123,8 @@ def test_score_completions_multi_task() -> None:
         PromptItem("letter", letter, Example("b", "a", "a")),
         PromptItem("digit", digit, Example("c", "3", "3")),
     ]
-    total, per = score_completions(["77x", "aa", "33"], items)
+    total, per, timeouts = score_completions(["77x", "aa", "33"], items)
+    assert timeouts == 0
     torch.testing.assert_close(total, torch.tensor([2 / 3 + 0.03, 1.0, 1.0 + 0.02]))
     assert set(per) == {"digit/match", "digit/length", "letter/match"}
     assert torch.isnan(per["letter/match"][[0, 2]]).all()

@@ -183,6 +183,7 @@ def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
         "train/rewards/echo/match",
         "train/reward/echo",
         "train/accuracy/echo",
+        "train/reward/timeouts",
         "train/completion_length",
         "train/advantage/zero_std_group_fraction",
         "train/advantage/nonzero_fraction",
@@ -193,6 +194,7 @@ def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
         "compute/forward_tokens",
     ):
         assert key in row, key
+    assert row["train/reward/timeouts"] == 0.0
     assert row["train/ratio/min"] == 1.0 == row["train/ratio/max"]  # k = 0: old = current
     assert "train/reward" not in rows_a[1]  # rollouts only every mu = 2 steps
     assert rows_a[-1]["compute/generations"] == 3 * 16

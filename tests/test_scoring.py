@@ -22,12 +22,7 @@ from d1.scoring import (
 from d1.tasks.gsm8k import GSM8KTask
 from d1.tasks.math500 import MathTask
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REF = SHARED / "reference" / "llada-8b-instruct-generations"
 FIXTURES = Path(__file__).parent / "fixtures"
-needs_reference = pytest.mark.skipif(
-    not REF.is_dir(), reason=f"d1's reference generations not found at {REF}"
-)
 
 # d1's published scores of these files (SPEC 6), accuracy % at gen length 128 / 256 / 512.
 PUBLISHED = {
@@ -48,9 +43,9 @@ def _by_group(results) -> dict[tuple[str, int | None], tuple[int, float]]:
     return {(s.task, s.gen_length): (s.n, s.accuracy) for s in summarize(results)}
 
 
-@needs_reference
-def test_d1_compat_reproduces_published_scores() -> None:
-    groups = _by_group(score_files([REF / "*.json"], d1_compat=True))
+def test_d1_compat_reproduces_published_scores(d1_generations: Path) -> None:
+    ref = d1_generations
+    groups = _by_group(score_files([ref / "*.json"], d1_compat=True))
     assert set(groups) == set(PUBLISHED)
     for key, published in PUBLISHED.items():
         n, acc = groups[key]
@@ -59,26 +54,26 @@ def test_d1_compat_reproduces_published_scores() -> None:
         assert round(acc, 2) == published  # in fact exactly
 
 
-@needs_reference
-def test_default_gsm8k_scores() -> None:
-    groups = _by_group(score_files([str(REF / "gsm8k_*.json")]))
+def test_default_gsm8k_scores(d1_generations: Path) -> None:
+    ref = d1_generations
+    groups = _by_group(score_files([str(ref / "gsm8k_*.json")]))
     for length, correct in GSM8K_DEFAULT.items():
         n, acc = groups[("gsm8k", length)]
         assert n == 1130 and round(acc * n / 100) == correct
-    records = [r for p in expand_paths([REF / "gsm8k_*.json"]) for r in read_generations(p)]
+    records = [r for p in expand_paths([ref / "gsm8k_*.json"]) for r in read_generations(p)]
     strict = _by_group(score_records(GSM8KTask(number_fallback=False), records))
     for length, correct in GSM8K_NO_FALLBACK.items():
         n, acc = strict[("gsm8k", length)]
         assert round(acc * n / 100) == correct
 
 
-@needs_reference
-def test_default_math_scores() -> None:
+def test_default_math_scores(d1_generations: Path) -> None:
     """Our MATH scorer's verdicts are pinned in a fixture (math-verify on all 1,500 takes too
     long for the suite); we check the fixture's totals and re-score every example on which it
     differs from d1 plus a seeded sample of the rest."""
+    ref = d1_generations
     fixture = json.loads((FIXTURES / "math500_llada_default_correct.json").read_text())
-    records = [r for p in expand_paths([REF / "math500_*.json"]) for r in read_generations(p)]
+    records = [r for p in expand_paths([ref / "math500_*.json"]) for r in read_generations(p)]
     pinned = {
         (Path(r.source).name, r.index): r.index in fixture.get(Path(r.source).name, [])
         for r in records

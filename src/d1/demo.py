@@ -557,7 +557,9 @@ def demo_markdown(
 
 def _combined_plot(runs: dict[int, Path], key: str, title: str, path: Path) -> Path | None:
     """One figure with `key` from every seed's metrics.jsonl (None if no run logged it)."""
-    from d1.report import load_metrics, numeric_series, plot_group
+    from dataclasses import replace
+
+    from d1.report import group_keys, group_spec, load_metrics, numeric_series, plot_group
 
     series = {}
     for seed, run_dir in runs.items():
@@ -568,7 +570,8 @@ def _combined_plot(runs: dict[int, Path], key: str, title: str, path: Path) -> P
                 series[f"seed {seed}"] = s[key]
     if not series:
         return None
-    return plot_group(path, title, "step", series)
+    stem = next(iter(group_keys([key])))  # the metric's figure group gives its y label
+    return plot_group(path, replace(group_spec(stem, [key]), title=title), "step", series)
 
 
 def write_demo_report(

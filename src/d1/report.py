@@ -3,9 +3,11 @@
 `write_report(run_dir)` reads the metrics JSON Lines file a trainer writes (one object per
 logged step; nested objects are flattened with "/"), groups the numeric series it finds into
 figures (reward per component, accuracy, KL, completion length, clip fraction, loss, learning
-rate, gradient norm, then anything else numeric), draws each figure with matplotlib's Agg
-backend (no display needed), and writes `report.md` with a table of first / last / min / max
-per metric, the figures, and (when present) the run's evaluation summary and sample completions.
+rate, gradient norm, compute, time, then anything else numeric), draws each figure with
+matplotlib's Agg backend (no display needed) with labelled axes, one colour per series and a
+log y axis for quantities that span decades (`GROUPS`), leaves out series that never change,
+and writes `report.md` with a table of first / last / min / max per metric, the figures, and
+(when present) the run's evaluation summary and sample completions.
 """
 
 from __future__ import annotations
@@ -25,22 +27,97 @@ SKIP_KEYS: frozenset[str] = frozenset(
     {*X_KEYS, "epoch_step", "seed", "timestamp", "time", "wall_time", "rank"}
 )
 SKIP_PATTERN = r"inner_iteration|generation_batch$|(^|/)epoch$|examples_seen|tokens_seen"
-# Figure groups: (file stem, title, regex on the lower-cased key, log-scale y). First match wins.
-GROUPS: tuple[tuple[str, str, str, bool], ...] = (
-    ("reward_spread", "Reward spread (std)", r"rewards?([/_.].*)?_std$|reward_group_std", False),
-    ("reward", "Reward (total and per component)", r"(^|/)rewards?([/_.]|$)", False),
-    ("accuracy", "Accuracy", r"acc(uracy)?|solved|correct", False),
-    ("kl", "KL to the reference policy", r"(^|[/_.])kl([/_.]|$)", False),
-    ("completion_length", "Completion length (tokens)", r"length|(^|[/_.])len([/_.]|$)", False),
-    ("clip_fraction", "Clip fraction", r"clip", False),
-    ("ratio", "Importance ratio", r"(^|/)ratio/", False),
-    ("loss", "Loss", r"loss|masked_ce|(^|/)ce$", False),
-    ("lr", "Learning rate", r"(^|[/_.])lr([/_.]|$)|learning_rate", False),
-    ("grad_norm", "Gradient norm", r"grad_?norm", False),
-    ("advantage", "Advantages", r"advantage", False),
-    ("compute", "Compute so far (counts)", r"^compute/", True),
-    ("time", "Time and throughput", r"^time/|tokens_per_s|seconds", False),
+
+
+@dataclass(frozen=True)
+class Group:
+    """A figure: the series whose lower-cased key matches `pattern` (first match wins).
+
+    `scale` is the y axis: "log" for quantities that may span decades (gradient norm,
+    importance ratio, KL, cumulative counts: log as soon as their positive values span
+    `LOG_SPAN`, linear while they stay within a decade, where log ticks say little), "linear",
+    or "auto" (log when all values are positive and span more than `AUTO_LOG_SPAN`).
+    """
+
+    stem: str
+    title: str
+    pattern: str
+    ylabel: str
+    scale: str = "linear"
+
+
+LOG_SPAN = 10.0
+AUTO_LOG_SPAN = 1000.0
+GROUPS: tuple[Group, ...] = (
+    Group(
+        "reward_spread",
+        "Reward spread (std)",
+        r"rewards?([/_.].*)?_std$|reward_group_std",
+        "standard deviation of the reward",
+    ),
+    Group(
+        "reward_timeouts",
+        "Reward calls cut short by the time limit",
+        r"(^|/)reward/timeouts$",
+        "calls per generation batch",
+    ),
+    Group(
+        "reward",
+        "Reward (total and per component)",
+        r"(^|/)rewards?([/_.]|$)",
+        "reward per completion",
+    ),
+    Group("accuracy", "Accuracy", r"acc(uracy)?|solved|correct", "fraction correct"),
+    Group(
+        "kl",
+        "KL to the reference policy",
+        r"(^|[/_.])kl([/_.]|$)",
+        "KL per token (nats, k3 estimate)",
+        "log",
+    ),
+    Group(
+        "completion_length",
+        "Completion length",
+        r"length|(^|[/_.])len([/_.]|$)",
+        "tokens",
+    ),
+    Group("clip_fraction", "Clip fraction", r"clip", "fraction of tokens clipped"),
+    Group("ratio", "Importance ratio", r"(^|/)ratio/", "ratio π / π_old (per token)", "log"),
+    Group("loss", "Loss", r"loss|masked_ce|(^|/)ce$", "loss (nats per token)"),
+    Group("lr", "Learning rate", r"(^|[/_.])lr([/_.]|$)|learning_rate", "learning rate"),
+    Group(
+        "grad_norm",
+        "Gradient norm",
+        r"grad_?norm",
+        "global L2 norm (before clipping)",
+        "log",
+    ),
+    Group("advantage", "Advantages", r"advantage", "fraction of completions / groups"),
+    Group(
+        "compute_tokens",
+        "Compute so far: tokens",
+        r"^compute/.*tokens",
+        "tokens (cumulative)",
+        "log",
+    ),
+    Group(
+        "compute",
+        "Compute so far: passes and counts",
+        r"^compute/",
+        "count (cumulative)",
+        "log",
+    ),
+    Group("throughput", "Throughput", r"tokens_per_s", "tokens per second", "auto"),
+    Group("time", "Time per step", r"^time/|seconds", "seconds", "auto"),
 )
+# x-axis labels (with units) of the known x keys.
+X_LABELS: dict[str, str] = {
+    "step": "optimizer step",
+    "global_step": "optimizer step",
+    "optimizer_step": "optimizer step",
+    "iteration": "iteration",
+    "row": "logged row",
+}
 
 
 @dataclass
@@ -129,15 +206,29 @@ def group_keys(keys: Iterable[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for key in sorted(keys):
         low = key.lower()
-        for stem, _title, pattern, _log in GROUPS:
-            if re.search(pattern, low):
-                groups.setdefault(stem, []).append(key)
+        for group in GROUPS:
+            if re.search(group.pattern, low):
+                groups.setdefault(group.stem, []).append(key)
                 break
         else:
             stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_") or "metric"
             groups.setdefault(stem, []).append(key)
-    order = [g[0] for g in GROUPS]
+    order = [g.stem for g in GROUPS]
     return dict(sorted(groups.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+
+
+def group_spec(stem: str, keys: Sequence[str] = ()) -> Group:
+    """The Group of a figure stem; a metric of its own gets its key as the y label."""
+    for group in GROUPS:
+        if group.stem == stem:
+            return group
+    label = keys[0] if len(keys) == 1 else stem
+    return Group(stem, label, "", label, "auto")
+
+
+def is_constant(ys: Sequence[float]) -> bool:
+    """True when a series never changes (nothing to plot; the table still lists it)."""
+    return len(ys) > 0 and max(ys) - min(ys) <= 1e-12 * max(1.0, abs(max(ys)))
 
 
 def moving_average(ys: Sequence[float], window: int) -> list[float]:
@@ -151,35 +242,87 @@ def moving_average(ys: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_group(
-    path: Path,
-    title: str,
+Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
+
+
+def plan_figures(series: Series) -> tuple[dict[str, tuple[Group, Series]], list[str]]:
+    """The figures of a run ({stem: (group, its series)}) and the constant series left out."""
+    constant = sorted(k for k, (_, ys) in series.items() if is_constant(ys))
+    varying = {k: v for k, v in series.items() if k not in constant}
+    figures = {
+        stem: (group_spec(stem, keys), {k: varying[k] for k in keys})
+        for stem, keys in group_keys(varying).items()
+    }
+    return figures, constant
+
+
+def series_colors(n: int) -> list[Any]:
+    """`n` distinct colours (matplotlib's 10-colour cycle repeats from the 11th series)."""
+    import matplotlib
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    return [matplotlib.colormaps["turbo"](i / (n - 1)) for i in range(n)]
+
+
+def _use_log(scale: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> bool:
+    values = [y for _, ys in series.values() for y in ys]
+    positive = [y for y in values if y > 0]
+    if scale == "log":  # non-positive points (a KL of exactly 0 at step 1) are left out
+        return bool(positive) and max(positive) / min(positive) >= LOG_SPAN
+    if scale == "auto":
+        return (
+            bool(values)
+            and len(positive) == len(values)
+            and (max(positive) / min(positive) > AUTO_LOG_SPAN)
+        )
+    return False
+
+
+def make_figure(
+    group: Group,
     x_key: str,
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    log_y: bool = False,
-) -> Path:
-    """One PNG with every series of a group; noisy series (> 20 points) get a smoothed line."""
+) -> Any:
+    """A matplotlib Figure of a group's series: labelled axes, one colour per series, log y
+    where the group asks; noisy series (> 20 points) get a smoothed line in the same colour."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for (key, (xs, ys)), color in zip(series.items(), series_colors(len(series)), strict=True):
+        if len(xs) > 20:
+            ax.plot(xs, ys, alpha=0.3, linewidth=1, color=color)
+            w = max(2, len(xs) // 20)
+            ax.plot(xs, moving_average(ys, w), color=color, label=f"{key} (avg {w})")
+        else:
+            ax.plot(xs, ys, marker="o", markersize=3, color=color, label=key)
+    ax.set_title(group.title)
+    ax.set_xlabel(X_LABELS.get(x_key, x_key))
+    ax.set_ylabel(group.ylabel)
+    if _use_log(group.scale, series):
+        ax.set_yscale("log", nonpositive="mask")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_group(
+    path: Path,
+    group: Group,
+    x_key: str,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+) -> Path:
+    """Write `make_figure`'s PNG to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = make_figure(group, x_key, series)
     try:
-        for key, (xs, ys) in series.items():
-            if len(xs) > 20:
-                (line,) = ax.plot(xs, ys, alpha=0.3, linewidth=1)
-                w = max(2, len(xs) // 20)
-                ax.plot(xs, moving_average(ys, w), color=line.get_color(), label=f"{key} (avg {w})")
-            else:
-                ax.plot(xs, ys, marker="o", markersize=3, label=key)
-        ax.set_title(title)
-        ax.set_xlabel(x_key)
-        if log_y and all(min(ys) > 0 for _, ys in series.values()):
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
     finally:
@@ -256,18 +399,13 @@ def write_report(
         if not series:
             md += ["No numeric metrics found.", ""]
             continue
-        titles = {stem: (t, log) for stem, t, _, log in GROUPS}
-        for stem, keys in group_keys(series).items():
-            title_, log_y = titles.get(stem, (stem, False))
-            png = plot_group(
-                out / f"{prefix}{stem}.png",
-                title_,
-                x_key,
-                {k: series[k] for k in keys},
-                log_y=log_y,
-            )
+        figures, constant = plan_figures(series)
+        for stem, (group, members) in figures.items():
+            png = plot_group(out / f"{prefix}{stem}.png", group, x_key, members)
             result.figures[f"{prefix}{stem}"] = png
             md += [f"![{stem}]({png.name})", ""]
+        if constant:
+            md += ["Constant (not plotted): " + ", ".join(f"`{k}`" for k in constant) + ".", ""]
         md += [metrics_table(series), ""]
 
     for extra in ("eval/summary.md", "selection.md"):

@@ -3,7 +3,11 @@
 Two input formats are read:
 
 - JSON Lines (or a JSON list) of records with a `completion`, a `question` (or `prompt`) and a
-  `gold` (or `answer` / `ground_truth`), optionally `gen_length`;
+  `gold` (or `answer` / `ground_truth`), optionally `gen_length`. This includes `d1 eval`'s own
+  `generations/<task>_len<N>_seed<S>.jsonl`: their rows carry the scored `example` (question,
+  answer, meta), which is rescored as is, whatever the prompt style, the generation length comes
+  from the file name, and the task options come from the evaluation's `config.json` next to the
+  `generations/` folder, so the scores are the ones the evaluation recorded;
 - d1's evaluation output (`eval/eval.py`): a JSON object whose `generations` is a list of
   `{question, generations, ground_truth}` plus top-level `gen_length`, `diffusion_steps`, ...
 
@@ -22,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from d1.tasks import get_task, list_tasks
-from d1.tasks.base import Score, Task
+from d1.tasks import get_task, list_tasks, same_task
+from d1.tasks.base import Example, Score, Task
 from d1.tasks.data import load_rows
 
 COMPLETION_FIELDS = ("completion", "generation", "generations")
@@ -41,6 +45,7 @@ class GenerationRecord:
     gen_length: int | None
     source: str
     index: int
+    example: dict[str, Any] | None = None  # the Example as `d1 eval` saved it
 
 
 @dataclass
@@ -126,6 +131,7 @@ def read_generations(path: str | Path) -> list[GenerationRecord]:
                 )
             return records
     rows = load_rows(path)
+    file_length = _length_from_name(path)
     records = []
     for i, row in enumerate(rows):
         names = {
@@ -142,17 +148,45 @@ def read_generations(path: str | Path) -> list[GenerationRecord]:
                     f"{path}: row {i} has no {kind} field (one of {', '.join(options)}); "
                     f"fields present: {sorted(row)}."
                 )
+        example = row.get("example")
+        length = _int_or_none(row.get("gen_length"))
         records.append(
             GenerationRecord(
                 question=str(row[names["question"]]),  # type: ignore[index]
                 completion=str(row[names["completion"]]),  # type: ignore[index]
                 gold=row[names["gold"]],  # type: ignore[index]
-                gen_length=_int_or_none(row.get("gen_length")),
+                gen_length=file_length if length is None else length,
                 source=str(path),
                 index=i,
+                example=example if isinstance(example, dict) and example else None,
             )
         )
     return records
+
+
+_LENGTH_IN_NAME = re.compile(r"_len(\d+)(?:_|\.|$)")
+
+
+def _length_from_name(path: Path) -> int | None:
+    """The generation length in `d1 eval`'s file names (`gsm8k_len256_seed0.jsonl`)."""
+    m = _LENGTH_IN_NAME.search(path.name)
+    return int(m.group(1)) if m else None
+
+
+def eval_task_options(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The task options of the `d1 eval` run that wrote `path` (its `config.json`, one folder
+    above `generations/`), or {} for any other file."""
+    path = Path(path)
+    config = path.parent.parent / "config.json"
+    if path.parent.name != "generations" or not config.is_file():
+        return {}
+    try:
+        options = json.loads(config.read_text(encoding="utf-8"))["config"]["task_options"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(
+            f"{config} is not a d1 eval config.json (no config.task_options); pass --task."
+        ) from None
+    return options if isinstance(options, dict) else {}
 
 
 def infer_task_name(path: str | Path) -> str | None:
@@ -162,23 +196,40 @@ def infer_task_name(path: str | Path) -> str | None:
     return word if word in list_tasks() else None
 
 
-def make_task(name: str, *, d1_compat: bool = False) -> Task:
-    """The registered task, in d1-compatible mode when asked (an error if it has none)."""
+def make_task(name: str, *, d1_compat: bool = False, options: dict[str, Any] | None = None) -> Task:
+    """The registered task with `options` (constructor arguments), in d1-compatible mode when
+    asked (an error if it has none)."""
+    options = dict(options or {})
     if not d1_compat:
-        return get_task(name)
+        return get_task(name, **options)
     try:
-        return get_task(name, d1_compat=True)
+        return get_task(name, **{**options, "d1_compat": True})
     except TypeError:
         raise ValueError(f"Task {name!r} has no d1_compat mode; drop --d1-compat.") from None
 
 
+def record_example(task: Task, record: GenerationRecord) -> Example:
+    """The Example of a record: the one `d1 eval` saved with it, else rebuilt from the
+    question and gold (`Task.example_from_gold`)."""
+    example_id = f"{record.source}#{record.index}"
+    saved = record.example
+    if saved is not None and "answer" in saved:
+        meta = saved.get("meta")
+        return Example(
+            id=example_id,
+            question=str(saved.get("question", record.question)),
+            answer=str(saved["answer"]),
+            meta=dict(meta) if isinstance(meta, dict) else {},
+        )
+    return task.example_from_gold(record.question, record.gold, example_id=example_id)
+
+
 def score_records(task: Task, records: Sequence[GenerationRecord]) -> list[ScoredRecord]:
-    """Score each record with `task.score`, rebuilding its Example with `example_from_gold`."""
-    out = []
-    for r in records:
-        example = task.example_from_gold(r.question, r.gold, example_id=f"{r.source}#{r.index}")
-        out.append(ScoredRecord(task.name, r, task.score(r.completion, example)))
-    return out
+    """Score each record with `task.score` (time-limited, `Task.score_within`)."""
+    return [
+        ScoredRecord(task.name, r, task.score_within(r.completion, record_example(task, r)))
+        for r in records
+    ]
 
 
 def score_files(
@@ -200,9 +251,11 @@ def score_files(
             raise ValueError(
                 f"Cannot tell the task of {f.name}; pass --task (one of {', '.join(list_tasks())})."
             )
-        if name not in tasks:
-            tasks[name] = make_task(name, d1_compat=d1_compat)
-        results.extend(score_records(tasks[name], read_generations(f)))
+        options = next((o for k, o in eval_task_options(f).items() if same_task(k, name)), {})
+        key = f"{name}:{json.dumps(options, sort_keys=True, default=str)}"
+        if key not in tasks:
+            tasks[key] = make_task(name, d1_compat=d1_compat, options=options)
+        results.extend(score_records(tasks[key], read_generations(f)))
     return results
 
 
@@ -299,9 +352,11 @@ __all__ = [
     "GenerationRecord",
     "GroupSummary",
     "ScoredRecord",
+    "eval_task_options",
     "expand_paths",
     "infer_task_name",
     "read_generations",
+    "record_example",
     "run_score_command",
     "score_files",
     "score_records",

@@ -183,6 +183,9 @@ class Generation:
     correct: float
     tokens: int
     details: dict[str, Any] = field(default_factory=dict)
+    # The scored example (question, answer, meta), so that `d1 score` can rescore the row
+    # whatever the prompt style (a compact prompt holds no Countdown numbers, for instance).
+    example: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -501,7 +504,7 @@ def evaluate_model(
                     on_step=functools.partial(_step, blocks=scfg.num_blocks),
                 )
                 wall = time.perf_counter() - t0
-                scores = [task.score(t, ex) for t, ex in zip(texts, exs, strict=True)]
+                scores = [task.score_within(t, ex) for t, ex in zip(texts, exs, strict=True)]
                 gens = [
                     Generation(
                         id=str(ex.id),
@@ -512,6 +515,7 @@ def evaluate_model(
                         correct=float(s.correct),
                         tokens=k,
                         details=dict(s.details),
+                        example={"question": ex.question, "answer": ex.answer, "meta": ex.meta},
                     )
                     for ex, p, t, s, k in zip(exs, prompts, texts, scores, n_tok, strict=True)
                 ]

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 
 from d1.config import ConfigError
 from d1.sampling.config import SamplerConfig
+from d1.tasks.timeout import REWARD_TIMEOUT_S, check_timeout
 from d1.training.config import (
     LoraConfig,
     ModelConfig,
@@ -126,6 +127,9 @@ class GRPOSection:
         log_completions_steps: write sample completions with their rewards to
             `samples.jsonl` every this many optimizer steps (0: never).
         num_completions_to_log: completions written each time.
+        reward_timeout_s: wall-clock limit in seconds of each reward-component and scorer call
+            on one completion (null: none); a call cut short scores 0 and is counted in the
+            `reward/timeouts` metric, so a pathological completion cannot stall training.
     """
 
     num_generations: int = 6
@@ -146,6 +150,7 @@ class GRPOSection:
     logprob_chunk_size: int | None = None
     log_completions_steps: int = 10
     num_completions_to_log: int = 6
+    reward_timeout_s: float | None = REWARD_TIMEOUT_S
 
     # The flat rollout keys of earlier versions: an error names the new key (no aliasing).
     __config_moved__: ClassVar[dict[str, str]] = {
@@ -183,6 +188,10 @@ class GRPOSection:
                 problems.append((key, "must be >= 1 or null."))
         if self.log_completions_steps < 0:
             problems.append(("log_completions_steps", "must be >= 0."))
+        try:
+            check_timeout(self.reward_timeout_s, "reward_timeout_s")
+        except ValueError as e:
+            problems.append(("reward_timeout_s", str(e).removeprefix("reward_timeout_s ")))
         if problems:
             raise ConfigError.keyed(problems)
 

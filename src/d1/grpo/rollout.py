@@ -6,7 +6,14 @@ so rows `[g*G, (g+1)*G)` form prompt g's group; all rows are left-padded with an
 mask and sampled with `d1.sampling` (the policy in eval mode, no gradient, inside
 `d1.grpo.generation.generation_context`, one `torch.Generator` per sampler call). Completions
 are decoded, scored by their own task's reward components (kept separately for logging), and
-summed into the total reward.
+summed into the total reward; the task's evaluation scorer gives each completion's correctness
+(the logged accuracy).
+
+Every reward component and scorer call on one completion runs under a wall-clock limit
+(`grpo.reward_timeout_s`, `d1.tasks.timeout.time_limit`): a call cut short scores 0 and is
+counted in `Rollout.reward_timeouts` (logged as `reward/timeouts`), so one pathological
+completion cannot stall the step. Components a task declares `self_bounded` (the code sandbox)
+are called on the whole batch instead.
 
 `PromptSampler` draws the prompts: a deterministic, resumable stream over one or several tasks'
 training sets (mixture weights), each task reshuffled every epoch.
@@ -26,6 +33,7 @@ from d1.grpo.generation import generation_context
 from d1.grpo.loss import completion_mask
 from d1.sampling import SamplerConfig, SamplingStats, decode_completions, left_pad, sample
 from d1.tasks.base import Example, Task, render_prompt
+from d1.tasks.timeout import REWARD_TIMEOUT_S, call_with_time_limit
 from d1.training.data import derive_seed
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "encode_items",
     "generate_rollouts",
     "score_completions",
+    "score_correctness",
 ]
 
 
@@ -142,6 +151,10 @@ class Rollout:
         rewards_per_func: "task/component" -> [N] float32, NaN on rows of other tasks.
         num_generations: G.
         truncated_prompts: prompts cut to `max_prompt_length` (counted once per prompt).
+        correct: [N] float32, the task's evaluation score of each completion (None when not
+            computed).
+        reward_timeouts: reward-component and scorer calls cut short by the time limit (each
+            scored 0).
     """
 
     prompt_ids: torch.Tensor
@@ -155,6 +168,8 @@ class Rollout:
     rewards_per_func: dict[str, torch.Tensor] = field(default_factory=dict)
     num_generations: int = 1
     truncated_prompts: int = 0
+    correct: torch.Tensor | None = None
+    reward_timeouts: int = 0
 
     def __len__(self) -> int:
         return int(self.prompt_ids.shape[0])
@@ -193,14 +208,30 @@ def encode_items(
     return texts, ids, attn, truncated
 
 
+def _call_per_completion(
+    fn: Any, comps: Sequence[str], exs: Sequence[Example], timeout_s: float | None
+) -> tuple[list[float], int]:
+    """`fn` on one completion at a time, each call under the time limit (0.0 when cut)."""
+    values, timeouts = [], 0
+    for c, ex in zip(comps, exs, strict=True):
+        out, timed_out = call_with_time_limit(fn, [c], [ex], seconds=timeout_s, default=[0.0])
+        timeouts += timed_out
+        values.extend(out)
+    return values, timeouts
+
+
 def score_completions(
-    completions: Sequence[str], items: Sequence[PromptItem]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Score each completion with its own task's reward components (SPEC 5).
+    completions: Sequence[str],
+    items: Sequence[PromptItem],
+    *,
+    timeout_s: float | None = REWARD_TIMEOUT_S,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """Score each completion with its own task's reward components (SPEC 5), each call on one
+    completion limited to `timeout_s` seconds (None: no limit; module doc).
 
     Returns:
         (total rewards [N] float32, "task/component" -> [N] float32 with NaN on other tasks'
-        rows).
+        rows, number of calls cut short).
     """
     n = len(completions)
     if len(items) != n:
@@ -208,6 +239,7 @@ def score_completions(
     total = torch.zeros(n, dtype=torch.float32)
     per_func: dict[str, torch.Tensor] = {}
     by_task: dict[str, list[int]] = {}
+    timeouts = 0
     for i, it in enumerate(items):
         by_task.setdefault(it.task_name, []).append(i)
     for name, rows in by_task.items():
@@ -216,7 +248,11 @@ def score_completions(
         exs = [items[i].example for i in rows]
         index = torch.tensor(rows, dtype=torch.long)
         for comp_name, fn in task.reward_functions().items():
-            values = fn(comps, exs)
+            if comp_name in task.self_bounded:
+                values = fn(comps, exs)
+            else:
+                values, cut = _call_per_completion(fn, comps, exs, timeout_s)
+                timeouts += cut
             if len(values) != len(rows):
                 raise ValueError(
                     f"Reward {name}/{comp_name} returned {len(values)} values for "
@@ -229,7 +265,23 @@ def score_completions(
             column = per_func.setdefault(key, torch.full((n,), float("nan")))
             column[index] = vals
             total[index] += vals
-    return total, per_func
+    return total, per_func, timeouts
+
+
+def score_correctness(
+    completions: Sequence[str],
+    items: Sequence[PromptItem],
+    *,
+    timeout_s: float | None = REWARD_TIMEOUT_S,
+) -> tuple[torch.Tensor, int]:
+    """Each completion's evaluation score (`Task.score`, cut to 0 after `timeout_s` seconds)
+    and the number of calls cut short."""
+    values, timeouts = [], 0
+    for c, it in zip(completions, items, strict=True):
+        score = it.task.score_within(c, it.example, timeout_s)
+        timeouts += bool(score.details.get("timeout"))
+        values.append(float(score.correct))
+    return torch.tensor(values, dtype=torch.float32), timeouts
 
 
 @torch.no_grad()
@@ -249,6 +301,7 @@ def generate_rollouts(
     device: torch.device | str | None = None,
     stats: SamplingStats | None = None,
     call_generator: Callable[[int], torch.Generator] | None = None,
+    reward_timeout_s: float | None = REWARD_TIMEOUT_S,
 ) -> Rollout:
     """Sample `num_generations` completions per prompt and score them (SPEC 4).
 
@@ -273,6 +326,8 @@ def generate_rollouts(
             trainer keys it by the row's index in the generation batch of all processes, so a
             call's noise does not depend on the process count (as long as calls hold the same
             rows: `generation_batch_size` dividing each process's share).
+        reward_timeout_s: wall-clock limit of each reward / scorer call on one completion
+            (None: none); a call cut short scores 0 and is counted (module doc).
     """
     if num_generations < 1:
         raise ValueError(f"num_generations must be >= 1; got {num_generations}.")
@@ -313,7 +368,8 @@ def generate_rollouts(
             policy.train(was_training)
     comp_mask = completion_mask(completion_ids, eos_id)
     completions = decode_completions(tokenizer, completion_ids)
-    rewards, per_func = score_completions(completions, rows)
+    rewards, per_func, timeouts = score_completions(completions, rows, timeout_s=reward_timeout_s)
+    correct, score_timeouts = score_correctness(completions, rows, timeout_s=reward_timeout_s)
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -326,4 +382,6 @@ def generate_rollouts(
         rewards_per_func={k: v.to(device) for k, v in per_func.items()},
         num_generations=num_generations,
         truncated_prompts=truncated,
+        correct=correct.to(device),
+        reward_timeouts=timeouts + score_timeouts,
     )

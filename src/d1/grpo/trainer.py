@@ -50,7 +50,7 @@ from d1.grpo.advantages import AdvantageResult, compute_advantages
 from d1.grpo.config import GRPOConfig
 from d1.grpo.launch import LaunchPlan, check_launch
 from d1.grpo.loss import LossStats, token_weights
-from d1.grpo.rollout import PromptSampler, Rollout, generate_rollouts
+from d1.grpo.rollout import PromptSampler, Rollout, generate_rollouts, score_correctness
 from d1.grpo.update import (
     ComputeCounter,
     PolicyBatch,
@@ -134,6 +134,11 @@ def _rollout_metrics(
         "completion_no_eos_fraction": float(accelerator.gather(no_eos.float()).mean()),
         "advantage/zero_std_group_fraction": adv.zero_std_fraction,
         "advantage/nonzero_fraction": adv.nonzero_fraction,
+        "reward/timeouts": float(
+            accelerator.gather(
+                torch.tensor([float(rollout.reward_timeouts)], device=rewards.device)
+            ).sum()
+        ),
         "prompts_truncated": float(
             accelerator.gather(
                 torch.tensor([float(rollout.truncated_prompts)], device=rewards.device)
@@ -151,13 +156,11 @@ def _rollout_metrics(
             metrics[f"rewards/{key}"] = float(valid.mean())
             metrics[f"rewards/{key}_std"] = float(valid.std()) if valid.numel() > 1 else 0.0
     # Per task: total reward and the evaluation scorer's accuracy.
-    correct = torch.tensor(
-        [
-            float(it.task.score(c, it.example).correct)
-            for c, it in zip(rollout.completions, rollout.items, strict=True)
-        ],
-        device=rewards.device,
-    )
+    if rollout.correct is not None:
+        correct = rollout.correct.float().to(rewards.device)
+    else:
+        correct, _ = score_correctness(rollout.completions, rollout.items)
+        correct = correct.to(rewards.device)
     task_ids = torch.tensor(
         [task_names.index(it.task_name) for it in rollout.items], device=rewards.device
     )
@@ -426,6 +429,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                     logit_shift=run.spec.logit_shift,
                     device=device,
                     stats=sampling,
+                    reward_timeout_s=gcfg.reward_timeout_s,
                 )
             # Advantages and loss weights over the whole generation batch (every process's
             # rows, in process order); this process keeps its own rows. Weights are scaled by

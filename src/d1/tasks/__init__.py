@@ -33,6 +33,12 @@ def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def same_task(a: str, b: str) -> bool:
+    """Whether two registered names are the same task (an alias: "math" and "math500")."""
+    a, b = a.lower(), b.lower()
+    return a == b or (a in _REGISTRY and _REGISTRY.get(a) == _REGISTRY.get(b))
+
+
 def get_task(name: str, **kwargs: object) -> Task:
     """Instantiate a registered task by name; kwargs go to the task's constructor."""
     key = name.lower()
@@ -53,4 +59,5 @@ __all__ = [
     "list_tasks",
     "register_task",
     "render_prompt",
+    "same_task",
 ]

@@ -34,7 +34,7 @@ from d1.puzzles.addition import (
 from d1.puzzles.splits import check_split
 from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
 from d1.tasks.data import limit_examples, load_rows, row_id
-from d1.tasks.formatting import extract_answer_tag, last_number, strip_special_tokens
+from d1.tasks.formatting import extract_answer_tag, last_number, strip_special_tokens, tail
 
 __all__ = ["AdditionTask", "addition_prompt", "parse_addition_answer"]
 
@@ -53,10 +53,20 @@ def addition_prompt(question: str, style: str = "train") -> str:
 
 def parse_addition_answer(completion: str) -> str | None:
     """The last number of the `<answer>` block, else of the whole completion (special tokens
-    removed; d1's shared number reader, so "1,474" reads as "1474"), or None."""
-    text = strip_special_tokens(completion)
+    removed; d1's shared number reader, so "1,474" reads as "1474"), or None; from the last
+    `MAX_PARSE_CHARS` characters."""
+    text = tail(strip_special_tokens(completion))
     tag = extract_answer_tag(text)
     return (last_number(tag) if tag else None) or last_number(text)
+
+
+def same_sum(answer: str | None, gold: str) -> bool:
+    """Whether a parsed answer is the integer `gold` (leading zeros allowed). A longer number is
+    never equal, so no huge digit string is ever converted (`int` refuses > 4,300 digits)."""
+    if answer is None or not answer.isdigit():
+        return False
+    digits = answer.lstrip("0") or "0"
+    return len(digits) <= len(gold) and int(digits) == int(gold)
 
 
 def digit_credit(answer: str | None, gold: str) -> float:
@@ -198,8 +208,11 @@ class AdditionTask(Task):
 
     def score(self, completion: str, example: Example) -> Score:
         parsed = parse_addition_answer(completion)
-        ok = parsed is not None and parsed.isdigit() and int(parsed) == int(example.answer)
+        ok = same_sum(parsed, example.answer)
         return Score(1.0 if ok else 0.0, parsed, {"digits": digit_credit(parsed, example.answer)})
+
+    def timeout_score(self, example: Example) -> Score:
+        return Score(0.0, None, {"digits": 0.0, "timeout": True})
 
     def aggregate(self, scores: Sequence[Score]) -> dict[str, float]:
         """Accuracy (exact sums), digit accuracy and the count."""

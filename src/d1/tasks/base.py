@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from d1.tasks.timeout import SCORE_TIMEOUT_S, call_with_time_limit
+
 # d1's system prompt (SPEC 5): the model answers as <reasoning>..</reasoning><answer>..</answer>.
 SYSTEM_PROMPT = """
 Respond in the following format:
@@ -68,6 +70,10 @@ class Task(ABC):
 
     name: ClassVar[str]
     system_prompt: ClassVar[str] = SYSTEM_PROMPT
+    # Reward components (and "score") that bound their own running time and are called on the
+    # whole batch, without the per-completion time limit of the reward pipeline (the code
+    # tasks: their sandbox has per-program wall-clock limits and runs programs in parallel).
+    self_bounded: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def load(
@@ -103,6 +109,22 @@ class Task(ABC):
     @abstractmethod
     def score(self, completion: str, example: Example) -> Score:
         """Evaluation correctness of one completion, with generous parsing."""
+
+    def timeout_score(self, example: Example) -> Score:
+        """The score of a completion whose scoring ran past its time limit: wrong, with
+        `details["timeout"]` set (tasks whose `aggregate` reads details add theirs)."""
+        return Score(0.0, None, {"timeout": True})
+
+    def score_within(
+        self, completion: str, example: Example, seconds: float | None = SCORE_TIMEOUT_S
+    ) -> Score:
+        """`score` cut short after `seconds` (then `timeout_score`); how evaluation scores."""
+        if "score" in self.self_bounded:
+            return self.score(completion, example)
+        score, timed_out = call_with_time_limit(
+            self.score, completion, example, seconds=seconds, default=None
+        )
+        return self.timeout_score(example) if timed_out or score is None else score
 
     def example_from_gold(self, question: str, gold: Any, *, example_id: str) -> Example:
         """An Example rebuilt from an evaluation record (question + gold answer), used to score

@@ -54,7 +54,13 @@ from typing import Any, ClassVar, Literal
 from d1.sandbox import SandboxJob, SandboxLimits, SandboxResult, run_many
 from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
 from d1.tasks.data import limit_examples, load_rows, row_id
-from d1.tasks.formatting import count_xml, extract_answer_tag, strip_special_tokens
+from d1.tasks.formatting import (
+    count_xml,
+    extract_answer_tag,
+    first_answer_block,
+    strip_special_tokens,
+    tail,
+)
 
 KODCODE_HUB_ID = "KodCode/KodCode-Light-RL-10K"
 MBPP_HUB_ID = "google-research-datasets/mbpp"
@@ -92,7 +98,6 @@ _FENCE_RE = re.compile(r"```([^\n`]*)\n(.*?)(?:```|\Z)", re.DOTALL)
 _CLOSED_PYTHON_FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\n(.*?)```", re.DOTALL | re.I)
 _PYTHON_LANGS = frozenset({"", "python", "python3", "py"})
 _D1_FENCE_RE = re.compile(r"```python\n(.*?)```", re.DOTALL)
-_D1_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 # -- extraction and format -----------------------------------------------------------------
@@ -109,9 +114,9 @@ def python_blocks(text: str) -> list[str]:
 def extract_code(completion: str, *, d1_compat: bool = False) -> str | None:
     """The program a completion proposes (module doc), or None when there is none."""
     if d1_compat:
-        m = _D1_FENCE_RE.search(completion)
+        m = _D1_FENCE_RE.search(tail(completion))
         return m.group(1) if m else None
-    text = strip_special_tokens(completion)
+    text = tail(strip_special_tokens(completion))
     answer = extract_answer_tag(text)
     if answer is not None:
         blocks = [b for b in python_blocks(answer) if b.strip()]
@@ -130,12 +135,13 @@ def code_in_answer(completion: str, *, d1_compat: bool = False) -> bool:
     in its first closed `<answer>`.
     """
     if d1_compat:
-        code = _D1_FENCE_RE.search(completion)
-        answer = _D1_ANSWER_RE.search(completion)
-        return bool(code and code.group(1) and answer) and (
-            f"```python\n{code.group(1)}```" in answer.group(1)  # type: ignore[union-attr]
+        text = tail(completion)
+        code = _D1_FENCE_RE.search(text)
+        answer = first_answer_block(text)
+        return bool(code and code.group(1) and answer is not None) and (
+            f"```python\n{code.group(1)}```" in answer
         )
-    answer = extract_answer_tag(strip_special_tokens(completion), require_close=True)
+    answer = extract_answer_tag(tail(strip_special_tokens(completion)), require_close=True)
     if answer is None:
         return False
     return any(m.group(1).strip() for m in _CLOSED_PYTHON_FENCE_RE.finditer(answer))
@@ -395,6 +401,8 @@ class CodeTask(Task):
 
     name: ClassVar[str] = "code"
     alias_by_default: ClassVar[bool] = False
+    # The sandbox bounds each program (SandboxLimits.timeout_s) and runs a batch in parallel.
+    self_bounded: ClassVar[frozenset[str]] = frozenset({"correctness", "score"})
 
     def __init__(
         self,

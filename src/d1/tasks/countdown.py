@@ -47,7 +47,7 @@ from d1.puzzles.countdown import (
 from d1.puzzles.splits import check_split
 from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
 from d1.tasks.data import limit_examples, load_rows, row_id, split_train_validation
-from d1.tasks.formatting import extract_answer_tag, last_boxed, strip_special_tokens
+from d1.tasks.formatting import extract_answer_tag, last_boxed, strip_special_tokens, tail
 
 __all__ = [
     "D1_EVAL_PROMPT",
@@ -130,6 +130,10 @@ _REPLACEMENTS = (
 # "3 x 4": a letter x between numbers or parentheses means multiplication.
 _LETTER_TIMES = re.compile(r"(?<=[\d)\s])[xX](?=[\s\d(])")
 _EXPRESSION_CHARS = frozenset("0123456789+-*/() ")
+# Rounds of innermost-\frac rewriting (an answer nests a few; each round is a pass over the text).
+_MAX_FRAC_ROUNDS = 8
+# An answer with more "=" than this is not "expression = target": left as is (and wrong).
+_MAX_EQUATION_SIDES = 4
 
 
 def _equation_sides(text: str) -> list[str]:
@@ -151,17 +155,17 @@ def _normalise(text: str) -> str:
     for old, new in _REPLACEMENTS:
         text = text.replace(old, new)
     text = _LETTER_TIMES.sub("*", text)
-    previous = None
-    while previous != text:  # innermost \frac{a}{b} first
-        previous = text
-        text = _LATEX_FRAC.sub(r"(\1)/(\2)", text)
+    for _ in range(_MAX_FRAC_ROUNDS):  # innermost \frac{a}{b} first
+        text, rewritten = _LATEX_FRAC.subn(r"(\1)/(\2)", text)
+        if not rewritten:
+            break
     return text.replace("{", "(").replace("}", ")").strip().rstrip(".").strip()
 
 
 def _pick_side(expression: str, numbers: Sequence[int]) -> str:
     """Drop an "= target" (or "target =") part: keep the side of an equation that uses the
     given numbers, else the first side that parses, else the text unchanged."""
-    if "=" not in expression:
+    if "=" not in expression or expression.count("=") >= _MAX_EQUATION_SIDES:
         return expression
     sides = [s.strip() for s in expression.split("=") if s.strip()]
     checked = [(s, check_countdown_answer(s, numbers, 0)) for s in sides]
@@ -175,8 +179,9 @@ def _pick_side(expression: str, numbers: Sequence[int]) -> str:
 
 
 def parse_countdown_expression(completion: str, numbers: Sequence[int]) -> str | None:
-    """The answer expression of a completion, read generously (see the module docstring)."""
-    text = strip_special_tokens(completion)
+    """The answer expression of a completion, read generously (see the module docstring), from
+    its last `MAX_PARSE_CHARS` characters."""
+    text = tail(strip_special_tokens(completion))
     tag = extract_answer_tag(text)
     candidate: str | None = None
     if tag is not None:
@@ -398,14 +403,18 @@ class CountdownTask(Task):
     def countdown_reward(
         self, completions: Sequence[str], examples: Sequence[Example]
     ) -> list[float]:
-        """d1's Countdown reward per completion: 1.0 / 0.1 / 0 (SPEC 5)."""
+        """d1's Countdown reward per completion: 1.0 / 0.1 / 0 (SPEC 5), on the last
+        `MAX_PARSE_CHARS` characters."""
         return [
-            countdown_reward(c, ex.meta["numbers"], ex.meta["target"])
+            countdown_reward(tail(c), ex.meta["numbers"], ex.meta["target"])
             for c, ex in zip(completions, examples, strict=True)
         ]
 
     def reward_functions(self) -> dict[str, RewardFn]:
         return {"countdown": self.countdown_reward}
+
+    def timeout_score(self, example: Example) -> Score:
+        return Score(0.0, None, {"numbers_ok": False, "value": None, "timeout": True})
 
     def score(self, completion: str, example: Example) -> Score:
         numbers, target = example.meta["numbers"], example.meta["target"]

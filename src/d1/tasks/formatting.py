@@ -12,6 +12,10 @@ with its defects fixed; `d1_compat=True` reproduces the published code exactly:
   (one newline directly after the tag is free), as SPEC 5 states the rule.
 
 Extraction helpers never raise on arbitrary text; they return None when nothing is found.
+All of them run in linear time (no backtracking regex over unbounded text), and the answer
+parsers of the tasks read only the last `MAX_PARSE_CHARS` characters of a completion (`tail`):
+an answer sits at the end, and a degenerate completion of a million characters must cost no
+more than a long real one.
 """
 
 from __future__ import annotations
@@ -25,13 +29,24 @@ XML_TRAILING_PENALTY = 0.001
 SOFT_FORMAT_REWARD = 0.5
 STRICT_FORMAT_REWARD = 0.5
 
-# d1's patterns (SPEC 5); compiled with DOTALL unless reproducing d1's bug.
-_STRICT = r"^<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\n$"
-_SOFT = r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>"
-_STRICT_RE = re.compile(_STRICT, re.DOTALL)
-_SOFT_RE = re.compile(_SOFT, re.DOTALL)
-_STRICT_RE_D1 = re.compile(_STRICT)
-_SOFT_RE_D1 = re.compile(_SOFT)
+# d1's patterns (SPEC 5), for reference: `soft_format_ok` / `strict_format_ok` decide the same
+# matches in linear time (the lazy `.*?` makes the regexes quadratic on repeated tags; the
+# tests check both against the regexes).
+SOFT_FORMAT_PATTERN = r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>"
+STRICT_FORMAT_PATTERN = r"^<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\n$"
+
+# Answer parsers read at most this many characters from the end of a completion (after the cut
+# at the first EOS marker). d1's completions are at most 512 tokens: the longest of its published
+# LLaDA-8B-Instruct evaluation files, EOS padding included, has 6,151 characters.
+MAX_PARSE_CHARS = 20_000
+# `all_boxed` / `last_boxed` consider at most this many boxes, the last ones (a real answer has
+# one or two; nested degenerate boxes would otherwise make the box scan quadratic).
+MAX_BOXES = 64
+
+
+def tail(text: str, limit: int = MAX_PARSE_CHARS) -> str:
+    """The last `limit` characters of `text` (all of it when shorter)."""
+    return text if len(text) <= limit else text[-limit:]
 
 
 def count_xml(text: str, *, d1_compat: bool = False) -> float:
@@ -67,16 +82,81 @@ def count_xml(text: str, *, d1_compat: bool = False) -> float:
     return score
 
 
+class NextFind:
+    """`text.find(sub, start)` for non-decreasing `start`s in amortised linear total time."""
+
+    def __init__(self, text: str, sub: str) -> None:
+        self.text, self.sub, self.found = text, sub, -2
+
+    def __call__(self, start: int) -> int:
+        if self.found == -1 or (self.found >= start):
+            return self.found
+        self.found = self.text.find(self.sub, start)
+        return self.found
+
+
+def _soft_match(text: str, dotall: bool) -> bool:
+    """`re.match(SOFT_FORMAT_PATTERN, text, DOTALL if dotall else 0) is not None`, linear."""
+    open_r, close_r, open_a, close_a = "<reasoning>", "</reasoning>", "<answer>", "</answer>"
+    if not text.startswith(open_r):
+        return False
+    n = len(text)
+    first_nl = text.find("\n", len(open_r))
+    line_end = n if dotall or first_nl < 0 else first_nl
+    next_close = NextFind(text, close_a)
+    next_nl = NextFind(text, "\n")
+    k = text.find(close_r, len(open_r))
+    # `.*?` before </reasoning> may not cross a newline without DOTALL: k must stay on line 1.
+    while k >= 0 and k + len(close_r) <= n and (dotall or k <= line_end):
+        j = k + len(close_r)
+        while j < n and text[j].isspace():  # runs after distinct k are disjoint: linear
+            j += 1
+        if text.startswith(open_a, j):
+            body = j + len(open_a)
+            e = next_close(body)
+            if e < 0:
+                return False  # no </answer> after this <answer>: none after a later one
+            if dotall:
+                return True
+            nl = next_nl(body)
+            if nl < 0 or e < nl:
+                return True
+        k = text.find(close_r, k + 1)
+    return False
+
+
+def _strict_match(text: str, dotall: bool) -> bool:
+    """`re.match(STRICT_FORMAT_PATTERN, text, DOTALL if dotall else 0) is not None`, linear."""
+    head, mid, end = "<reasoning>\n", "\n</reasoning>\n<answer>\n", "\n</answer>\n"
+    if not text.startswith(head):
+        return False
+    n = len(text)
+    # `$` matches at the end or before a final newline.
+    ends = [e for e in (n - len(end), n - len(end) - 1) if e >= 0 and text.startswith(end, e)]
+    ends = [e for e in ends if e + len(end) == n or text[n - 1] == "\n"]
+    if not ends:
+        return False
+    if dotall:
+        m = text.find(mid, len(head))
+        return m >= 0 and any(m + len(mid) <= e for e in ends)
+    # Without DOTALL neither content holds a newline: each part ends at the next newline.
+    m = text.find("\n", len(head))
+    if m < 0 or not text.startswith(mid, m):
+        return False
+    e = text.find("\n", m + len(mid))
+    return e in ends
+
+
 def soft_format_ok(text: str, *, d1_compat: bool = False) -> bool:
     """`<reasoning>...</reasoning>` then `<answer>...</answer>` at the start of the text (content
     may span lines; d1's regex without DOTALL with `d1_compat=True`)."""
-    return (_SOFT_RE_D1 if d1_compat else _SOFT_RE).match(text) is not None
+    return _soft_match(text, dotall=not d1_compat)
 
 
 def strict_format_ok(text: str, *, d1_compat: bool = False) -> bool:
     """Exactly `<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>\\n`, the layout of the
     system prompt (a final newline is required, as in d1)."""
-    return (_STRICT_RE_D1 if d1_compat else _STRICT_RE).match(text) is not None
+    return _strict_match(text, dotall=not d1_compat)
 
 
 def soft_format_reward(text: str, *, d1_compat: bool = False) -> float:
@@ -112,6 +192,17 @@ def extract_xml_answer(text: str) -> str:
     return text.split("<answer>")[-1].split("</answer>")[0].strip()
 
 
+def first_answer_block(text: str) -> str | None:
+    """The group of `re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)` (d1's evaluation
+    parsers), unstripped, or None; linear time (the regex rescans from every unclosed tag). The
+    first `<answer>` decides: no later one can have a `</answer>` after it if it has none."""
+    start = text.find("<answer>")
+    if start < 0:
+        return None
+    end = text.find("</answer>", start + len("<answer>"))
+    return None if end < 0 else text[start + len("<answer>") : end]
+
+
 def extract_answer_tag(text: str, *, require_close: bool = False) -> str | None:
     """Content of the last `<answer>` tag, stripped: up to the next `</answer>`, or to the end
     of the text when the tag is never closed (unless `require_close`). None without a tag."""
@@ -128,38 +219,50 @@ def extract_answer_tag(text: str, *, require_close: bool = False) -> str | None:
 
 
 _BOX_CMD_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BRACE_RE = re.compile(r"[{}]")
+_BARE_ARG_RE = re.compile(r"[^\s$]+")
 
 
-def _box_content(text: str, pos: int) -> str | None:
-    """Content of the box whose command ends at `pos`, or None if unbalanced / empty form."""
-    i = pos
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    if i < len(text) and text[i] == "{":
-        depth = 0
-        for j in range(i, len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j]
-        return None  # never closed (e.g. a generation cut off inside the box)
-    if i > pos:  # `\boxed 5`: the argument is the next run of non-space, non-$ characters
-        m = re.match(r"[^\s$]+", text[i:])
-        return m.group(0) if m else None
-    return None
+def _matching_braces(text: str) -> dict[int, int]:
+    """Position of each `{` -> position of its matching `}` (unmatched ones are absent), in one
+    pass over the braces."""
+    match: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE_RE.finditer(text):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            match[stack.pop()] = m.start()
+    return match
 
 
-def all_boxed(text: str) -> list[str]:
-    """Contents of every complete `\\boxed{..}` / `\\fbox{..}` / `\\boxed ..` in order (nested
-    braces handled; unbalanced boxes are skipped)."""
-    out = []
-    for m in _BOX_CMD_RE.finditer(text):
-        content = _box_content(text, m.end())
-        if content is not None:
-            out.append(content)
-    return out
+def _box_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the content of every complete box, in order of the box commands."""
+    commands = [m.end() for m in _BOX_CMD_RE.finditer(text)]
+    if not commands:
+        return []
+    match = _matching_braces(text) if "{" in text else {}
+    spans = []
+    n = len(text)
+    for pos in commands:
+        i = pos
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] == "{":
+            close = match.get(i)
+            if close is not None:  # else never closed (a generation cut off inside the box)
+                spans.append((i + 1, close))
+        elif i > pos:  # `\boxed 5`: the argument is the next run of non-space, non-$ characters
+            m = _BARE_ARG_RE.match(text, i)
+            if m:
+                spans.append((m.start(), m.end()))
+    return spans
+
+
+def all_boxed(text: str, *, limit: int = MAX_BOXES) -> list[str]:
+    """Contents of the complete `\\boxed{..}` / `\\fbox{..}` / `\\boxed ..` in order (nested
+    braces handled; unbalanced boxes are skipped); at most the last `limit` of them."""
+    return [text[a:b] for a, b in _box_spans(text)[-limit:]]
 
 
 def last_boxed(text: str) -> str | None:
@@ -187,15 +290,19 @@ def last_number(text: str) -> str | None:
 
 __all__ = [
     "EOS_MARKERS",
+    "MAX_BOXES",
+    "MAX_PARSE_CHARS",
     "SOFT_FORMAT_REWARD",
     "STRICT_FORMAT_REWARD",
     "XML_TAG_REWARD",
     "XML_TRAILING_PENALTY",
+    "NextFind",
     "all_boxed",
     "count_xml",
     "extract_answer_tag",
     "extract_xml_answer",
     "find_numbers",
+    "first_answer_block",
     "last_boxed",
     "last_number",
     "soft_format_ok",
@@ -203,4 +310,5 @@ __all__ = [
     "strict_format_ok",
     "strict_format_reward",
     "strip_special_tokens",
+    "tail",
 ]

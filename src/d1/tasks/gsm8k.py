@@ -30,7 +30,7 @@ no last-number fallback) and d1's training rewards (no DOTALL, raw string equali
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -38,15 +38,18 @@ from typing import Any, Literal
 from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
 from d1.tasks.data import hold_out, limit_examples, load_rows, row_id
 from d1.tasks.formatting import (
+    NextFind,
     all_boxed,
     count_xml,
     extract_answer_tag,
     extract_xml_answer,
     find_numbers,
+    first_answer_block,
     last_number,
     soft_format_reward,
     strict_format_reward,
     strip_special_tokens,
+    tail,
 )
 from d1.tasks.math_normalize import clean_number_text, is_integer_text, numeric_value
 
@@ -116,7 +119,7 @@ def parse_answer(completion: str, *, number_fallback: bool = True) -> str | None
     """Generous GSM8K answer parser (SPEC 5) on the completion cut at its first EOS: the last
     `\\boxed{}` that holds a number (`box_number`), else the last number of the `<answer>`
     text (closed or not), else (with `number_fallback`) the last number of the completion."""
-    text = strip_special_tokens(completion)
+    text = tail(strip_special_tokens(completion))
     for content in reversed(all_boxed(text)):
         number = box_number(content)
         if number is not None:
@@ -129,25 +132,52 @@ def parse_answer(completion: str, *, number_fallback: bool = True) -> str | None
     return last_number(text) if number_fallback else None
 
 
+def _d1_boxed_contents(text: str) -> Iterator[str]:
+    """The groups of `re.findall(r"\\boxed{(.*?)}", text)`, lazily and in linear time (the
+    regex rescans to the end of the line from every unclosed `\\boxed{`)."""
+    next_close = NextFind(text, "}")
+    next_nl = NextFind(text, "\n")
+    pos = 0
+    while True:
+        start = text.find("\\boxed{", pos)
+        if start < 0:
+            return
+        body = start + len("\\boxed{")
+        close = next_close(body)
+        if close < 0:
+            return  # no "}" left: no later box can match either
+        nl = next_nl(body)
+        if 0 <= nl < close:  # `.` stops at the newline: no match from this box
+            pos = start + 1
+            continue
+        yield text[body:close]
+        pos = close + 1
+
+
+_D1_NUMBER_RE = re.compile(r"-?\d+\.?\d*")
+
+
 def parse_answer_d1(completion: str) -> float | None:
-    """d1's GSM8K evaluation parser (eval/parse_and_get_acc.py), reproduced exactly."""
-    for content in re.findall(r"\\boxed{(.*?)}", completion):
+    """d1's GSM8K evaluation parser (eval/parse_and_get_acc.py), reproduced exactly (on the last
+    `MAX_PARSE_CHARS` characters, in linear time)."""
+    completion = tail(completion)
+    for content in _d1_boxed_contents(completion):
         content = content.strip()
         if not content or re.fullmatch(r"\.+", content):
             continue
         try:
             return float(content)
         except ValueError:
-            numbers = re.findall(r"-?\d+\.?\d*", content)
-            if numbers:
-                return float(numbers[0])
-    m = re.search(r"<answer>(.*?)</answer>", completion, re.DOTALL)
-    if m and m.group(1).strip():
-        text = m.group(1).strip()
+            m = _D1_NUMBER_RE.search(content)
+            if m:
+                return float(m.group())
+    block = first_answer_block(completion)
+    if block is not None and block.strip():
+        text = block.strip()
         try:
             return float(text)
         except ValueError:
-            numbers = re.findall(r"-?\d+\.?\d*", text)
+            numbers = _D1_NUMBER_RE.findall(text)
             if numbers:
                 return float(numbers[-1])
     return None
@@ -261,7 +291,7 @@ class GSM8KTask(Task):
             return [INT_REWARD if extract_xml_answer(c).isdigit() else 0.0 for c in completions]
         out = []
         for c in completions:
-            answer = extract_answer_tag(c)
+            answer = extract_answer_tag(tail(c))
             out.append(INT_REWARD if answer is not None and is_integer_text(answer) else 0.0)
         return out
 
@@ -276,7 +306,7 @@ class GSM8KTask(Task):
             ]
         out = []
         for c, ex in zip(completions, examples, strict=True):
-            answer = extract_answer_tag(c)
+            answer = extract_answer_tag(tail(c))
             ok = answer is not None and _same_number(answer, ex.answer)
             out.append(CORRECT_REWARD if ok else 0.0)
         return out

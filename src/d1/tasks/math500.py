@@ -29,7 +29,6 @@ its `is_equiv` is `math_normalize.is_equiv_d1`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,11 +37,14 @@ from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
 from d1.tasks.data import hold_out, limit_examples, load_rows, row_id
 from d1.tasks.formatting import (
     extract_answer_tag,
+    first_answer_block,
     last_boxed,
     last_number,
     strip_special_tokens,
+    tail,
 )
-from d1.tasks.math_normalize import is_equiv_d1, math_equal
+from d1.tasks.math_normalize import MATH_VERIFY_TIMEOUT_S, is_equiv_d1, math_equal
+from d1.tasks.timeout import check_timeout
 
 TRAIN_HUB_ID = "ankner/math-500"
 TEST_HUB_ID = "HuggingFaceH4/MATH-500"
@@ -96,15 +98,16 @@ def _d1_remove_boxed(s: str) -> str:
 
 def extract_boxed_d1(text: str) -> str | None:
     """d1's `remove_boxed(last_boxed_only_string(text))` as wrapped in its try/except: the last
-    box's content, the whole text when there is no box, None for an unclosed last box."""
-    boxed = _d1_last_boxed_only_string(text)
+    box's content, the whole text when there is no box, None for an unclosed last box (on the
+    last `MAX_PARSE_CHARS` characters)."""
+    boxed = _d1_last_boxed_only_string(tail(text))
     return None if boxed is None else _d1_remove_boxed(boxed)
 
 
 def parse_answer(completion: str) -> str | None:
     """Generous MATH answer parser: the last complete `\\boxed{}`, else the `<answer>` text,
-    else the last number."""
-    text = strip_special_tokens(completion)
+    else the last number (of the last `MAX_PARSE_CHARS` characters)."""
+    text = tail(strip_special_tokens(completion))
     boxed = last_boxed(text)
     if boxed is not None and boxed.strip():
         return boxed.strip()
@@ -118,9 +121,9 @@ def parse_answer_d1(completion: str) -> str | None:
     """d1's MATH evaluation parser (eval/parse_and_get_acc.py), reproduced exactly."""
     parsed = extract_boxed_d1(completion)
     if not parsed:
-        m = re.search(r"<answer>(.*?)</answer>", completion, re.DOTALL)
-        if m:
-            parsed = m.group(1).strip()
+        block = first_answer_block(tail(completion))
+        if block is not None:
+            parsed = block.strip()
     return parsed
 
 
@@ -146,18 +149,22 @@ class MathTask(Task):
         prompt_style: PromptStyle = "train",
         d1_compat: bool = False,
         validation_size: int | float = 500,
+        verify_timeout_s: float | None = MATH_VERIFY_TIMEOUT_S,
     ) -> None:
         """Args:
         prompt_style: "train" (d1's training prompt, default) or "d1_eval" (d1's eval prompt).
         d1_compat: reproduce d1's reward and scoring code, bugs included.
         validation_size: examples (int) or fraction (float) of the training split held out
             as "validation"; 0 keeps all of it for training (d1).
+        verify_timeout_s: seconds math-verify may spend on one comparison before the answer
+            counts as not equivalent (None: no limit; see `math_normalize.math_equal`).
         """
         if prompt_style not in ("train", "d1_eval"):
             raise ValueError(f"prompt_style must be 'train' or 'd1_eval', got {prompt_style!r}.")
         self.prompt_style = prompt_style
         self.d1_compat = d1_compat
         self.validation_size = validation_size
+        self.verify_timeout_s = check_timeout(verify_timeout_s, "verify_timeout_s")
 
     # -- data ------------------------------------------------------------------------------
     def example_from_row(self, row: dict[str, Any], example_id: str) -> Example:
@@ -222,7 +229,8 @@ class MathTask(Task):
             if self.d1_compat:
                 ok = is_equiv_d1(extract_boxed_d1(c), ex.answer)
             else:
-                ok = math_equal(last_boxed(strip_special_tokens(c)), ex.answer)
+                boxed = last_boxed(tail(strip_special_tokens(c)))
+                ok = math_equal(boxed, ex.answer, timeout_s=self.verify_timeout_s)
             out.append(CORRECT_REWARD if ok else 0.0)
         return out
 
@@ -254,7 +262,8 @@ class MathTask(Task):
             parsed = parse_answer_d1(completion)
             return Score(float(is_equiv_d1(parsed, example.answer)), parsed)
         parsed = parse_answer(completion)
-        return Score(float(math_equal(parsed, example.answer)), parsed)
+        ok = math_equal(parsed, example.answer, timeout_s=self.verify_timeout_s)
+        return Score(float(ok), parsed)
 
 
 __all__ = [

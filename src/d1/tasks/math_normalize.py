@@ -11,19 +11,35 @@ implementation used by the MATH reward, the MATH scorer and the GSM8K number par
   equality; here those inputs are normalised like the rest. `d1_compat=True` raises where d1
   raises so that `is_equiv_d1` reproduces d1 exactly.
 - `math_equal`: normalised string equality, else symbolic equivalence by `math-verify`
-  (fractions vs decimals, reordered sums, `x = 2` vs `2`, intervals, ...).
+  (fractions vs decimals, reordered sums, `x = 2` vs `2`, intervals, ...). math-verify's LaTeX
+  parser (ANTLR, pure Python) and sympy can take seconds on short text (20 nested parentheses:
+  2 s; `9^{9^{9}}`: forever), so an answer goes to math-verify only when `verifiable` (at most
+  `MAX_VERIFY_CHARS` characters, brackets nested at most `MAX_VERIFY_DEPTH` deep, no exponent
+  tower, huge factorial, binomial, sum or product), and math-verify runs under
+  `d1.tasks.timeout.time_limit(timeout_s)` (default `MATH_VERIFY_TIMEOUT_S`); past it, the
+  answers count as not equivalent. On d1's 1,500 published MATH500 generations none of this
+  changes a verdict.
 - `numeric_value`: a GSM8K-style number ("1,000", "$18", "18.0", "-3") as an exact Decimal.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
-import threading
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from d1.tasks.formatting import last_boxed
+from d1.tasks.timeout import call_with_time_limit
+
+# Answers longer or deeper than this are compared as normalised strings only (module doc). The
+# longest answer in d1's MATH500 generations has 151 characters and brackets 3 deep.
+MAX_VERIFY_CHARS = 400
+MAX_VERIFY_DEPTH = 6
+# math-verify's budget per comparison (both parses and the check); the slowest real answer
+# takes 0.6 s on a loaded 2-core machine.
+MATH_VERIFY_TIMEOUT_S = 2.0
 
 
 class _D1Raise(ValueError):
@@ -139,9 +155,47 @@ def is_equiv_d1(pred: str | float | None, gold: str | float | None) -> bool:
         return pred == gold
 
 
-def _timeout() -> int | None:
-    # math-verify's timeouts use SIGALRM, which only the main thread may set.
-    return 5 if threading.current_thread() is threading.main_thread() else None
+# Constructs that make sympy compute astronomically large numbers from short text.
+_HAZARD_RE = re.compile(
+    r"\\(?:prod|sum)(?![A-Za-z])"  # large bounds
+    r"|\d{5,}\s*!|[)}\]]\s*!"  # 10000! or (...)!
+    r"|\^\s*\{[^{}]*\^"  # a power in an exponent: 9^{9^{9}}
+    r"|\*\*"  # Python powers (9**9**9) are not LaTeX
+)
+_BINOMIAL_RE = re.compile(r"\\(?:[dt]?binom|choose)(?![A-Za-z])")
+_BIG_ARGUMENT_RE = re.compile(r"\d{4,}|\^")  # \binom{10^{12}}{...} or \binom{100000}{...}
+_EXPONENT_DIGITS_RE = re.compile(r"\^\s*\{?\s*(\d+)")
+_MAX_EXPONENT_DIGITS = 6  # 2^{100000} is instant; (10^{1000})^{1000} takes 0.5 s
+
+
+def verifiable(text: str) -> bool:
+    """Whether math-verify may be asked about `text` in bounded time (module doc)."""
+    if len(text) > MAX_VERIFY_CHARS or _HAZARD_RE.search(text):
+        return False
+    if _BINOMIAL_RE.search(text) and _BIG_ARGUMENT_RE.search(text):
+        return False
+    if sum(len(d) for d in _EXPONENT_DIGITS_RE.findall(text)) > _MAX_EXPONENT_DIGITS:
+        return False
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+    return deepest <= MAX_VERIFY_DEPTH
+
+
+class _DropTimeoutWarning(logging.Filter):
+    """math-verify warns once that its own (signal.alarm) timeouts are off: they are, because
+    `time_limit` bounds it instead (see d1.tasks.timeout)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimeoutWarning())
 
 
 @functools.lru_cache(maxsize=8192)
@@ -150,26 +204,44 @@ def _parse_latex(text: str) -> tuple[Any, ...]:
     from math_verify import parse
 
     try:
-        return tuple(parse(f"${text}$", parsing_timeout=_timeout()))
+        return tuple(parse(f"${text}$", parsing_timeout=None))
     except Exception:  # math-verify / sympy may fail in many ways on model text
         return ()
 
 
-def _verify_symbolic(pred: str, gold: str) -> bool:
+def _verify_parsed(pred: str, gold: str) -> bool:
     from math_verify import verify
 
     gold_parsed, pred_parsed = _parse_latex(gold), _parse_latex(pred)
     if not gold_parsed or not pred_parsed:
         return False
     try:
-        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=_timeout()))
+        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None))
     except Exception:
         return False
 
 
-def math_equal(pred: str | None, gold: str) -> bool:
+@functools.lru_cache(maxsize=1)
+def _load_math_verify() -> None:
+    """Import math-verify and build its LaTeX parser once, outside any time limit (the first
+    parse of a process takes about a second; it must not count against an answer's budget)."""
+    _parse_latex("1")
+
+
+def _verify_symbolic(pred: str, gold: str, timeout_s: float | None) -> bool:
+    if not (verifiable(pred) and verifiable(gold)):
+        return False
+    _load_math_verify()
+    ok, _ = call_with_time_limit(_verify_parsed, pred, gold, seconds=timeout_s, default=False)
+    return ok
+
+
+def math_equal(
+    pred: str | None, gold: str, *, timeout_s: float | None = MATH_VERIFY_TIMEOUT_S
+) -> bool:
     """Whether a predicted MATH answer is equivalent to the gold answer: equal after
-    `normalize_math_answer`, or symbolically equal according to math-verify."""
+    `normalize_math_answer`, or symbolically equal according to math-verify (when both are
+    `verifiable`, within `timeout_s` seconds; None: no limit)."""
     if pred is None:
         return False
     pred, gold = pred.strip(), gold.strip()
@@ -177,7 +249,7 @@ def math_equal(pred: str | None, gold: str) -> bool:
         return False
     if normalize_math_answer(pred) == normalize_math_answer(gold):
         return True
-    return _verify_symbolic(pred, gold)
+    return _verify_symbolic(pred, gold, timeout_s)
 
 
 _CLEAN_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
@@ -223,10 +295,14 @@ def is_integer_text(text: str) -> bool:
 
 
 __all__ = [
+    "MATH_VERIFY_TIMEOUT_S",
+    "MAX_VERIFY_CHARS",
+    "MAX_VERIFY_DEPTH",
     "clean_number_text",
     "is_equiv_d1",
     "is_integer_text",
     "math_equal",
     "normalize_math_answer",
     "numeric_value",
+    "verifiable",
 ]

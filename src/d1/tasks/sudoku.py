@@ -49,7 +49,7 @@ from d1.puzzles.sudoku import (
 )
 from d1.tasks.base import Example, RewardFn, Score, Task
 from d1.tasks.data import limit_examples, load_rows, row_id
-from d1.tasks.formatting import extract_answer_tag, strip_special_tokens
+from d1.tasks.formatting import extract_answer_tag, strip_special_tokens, tail
 
 __all__ = [
     "D1_TEST_FILE",
@@ -115,8 +115,9 @@ _SIXTEEN_DIGITS = re.compile(r"(?<!\d)\d{16}(?!\d)")
 
 
 def parse_sudoku_answer(completion: str) -> str | None:
-    """The answer's digits, read generously (see the module docstring), or None."""
-    text = strip_special_tokens(completion)
+    """The answer's digits, read generously (see the module docstring), or None (from the last
+    `MAX_PARSE_CHARS` characters)."""
+    text = tail(strip_special_tokens(completion))
     tag = extract_answer_tag(text)
     if tag is not None:
         digits = "".join(ch for ch in tag if ch in "0123456789")
@@ -264,9 +265,10 @@ class SudokuTask(Task):
 
     # -- rewards, scoring, metrics ---------------------------------------------------------
     def sudoku_reward(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
-        """d1's Sudoku reward per completion: fraction of empty cells right, in [0, 1]."""
+        """d1's Sudoku reward per completion: fraction of empty cells right, in [0, 1] (on the
+        last `MAX_PARSE_CHARS` characters)."""
         return [
-            sudoku_reward(c, ex.meta["puzzle"], ex.meta["solution"])
+            sudoku_reward(tail(c), ex.meta["puzzle"], ex.meta["solution"])
             for c, ex in zip(completions, examples, strict=True)
         ]
 
@@ -285,6 +287,11 @@ class SudokuTask(Task):
         )
         details = {"cells_correct": correct, "cells_empty": empty, "solved": float(solved)}
         return Score(correct / empty if empty else 0.0, grid, details)
+
+    def timeout_score(self, example: Example) -> Score:
+        empty = example.meta["puzzle"].count("0")
+        details = {"cells_correct": 0, "cells_empty": empty, "solved": 0.0, "timeout": True}
+        return Score(0.0, None, details)
 
     def aggregate(self, scores: Sequence[Score]) -> dict[str, float]:
         """d1's accuracy (correct empty cells / all empty cells), the mean per-puzzle cell
