@@ -127,6 +127,11 @@ def have(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+def secs(seconds: float) -> str:
+    """Seconds to three significant digits (a tiny CPU row must not round to 0.0)."""
+    return f"{seconds:.3g}"
+
+
 def peak_gb(device: torch.device) -> str:
     if device.type != "cuda":
         return "-"
@@ -163,7 +168,7 @@ def forward_row(shape: Shape, device: torch.device) -> dict[str, str]:
     with torch.no_grad():
         seconds, _ = timed(lambda: built.model(input_ids=ids).logits, shape.repeats, device)
     return {
-        "seconds": f"{seconds:.3f}",
+        "seconds": secs(seconds),
         "tokens/s": f"{shape.forward_tokens / seconds:,.0f}",
         "peak GB": peak_gb(device),
         "details": f"batch 1 x {shape.forward_tokens}, bf16 weights",
@@ -216,7 +221,7 @@ def sampler_rows(shape: Shape, device: torch.device) -> list[tuple[str, Callable
                 state[batch] = rate
             speedup = f", {rate / state[batch]:.1f}x reference" if batch in state else ""
             return {
-                "seconds": f"{seconds:.2f}",
+                "seconds": secs(seconds),
                 "tokens/s": f"{rate:,.1f}",
                 "peak GB": peak_gb(device),
                 "details": f"{len(calls)} model calls{speedup}",
@@ -309,12 +314,12 @@ def grpo_cells(times: dict[str, float], shape: Shape, device: torch.device, note
     step = (times["rollout"] + times["old"]) / mu + times["update"]
     rollout_rate = shape.num_generations * shape.gen_length / times["rollout"]
     return {
-        "seconds": f"{step:.1f}",
+        "seconds": secs(step),
         "tokens/s": f"{rollout_rate:,.0f} (rollout)",
         "peak GB": peak_gb(device),
         "details": (
-            f"rollout {times['rollout']:.1f} s + old log-probs {times['old']:.1f} s per "
-            f"{mu} steps, update {times['update']:.1f} s; {note}"
+            f"rollout {secs(times['rollout'])} s + old log-probs {secs(times['old'])} s per "
+            f"{mu} steps, update {secs(times['update'])} s; {note}"
         ),
     }
 
@@ -418,7 +423,7 @@ def sft_row(shape: Shape, device: torch.device) -> dict[str, str]:
         optimizer.zero_grad(set_to_none=True)
         seconds = clock(device) - start
     return {
-        "seconds": f"{seconds:.2f}",
+        "seconds": secs(seconds),
         "tokens/s": f"{shape.sft_tokens / seconds:,.0f}",
         "peak GB": peak_gb(device),
         "details": f"LoRA r {r} on a {'bf16' if amp else 'float32'} base, batch 1",

@@ -128,8 +128,11 @@ def assert_runs_equal(two: Path, one: Path, weights_file: str, step: int) -> Non
     wa = load_file(two / "checkpoints" / f"checkpoint-{step}" / weights_file)
     wb = load_file(one / "checkpoints" / f"checkpoint-{step}" / weights_file)
     assert wa.keys() == wb.keys() and wa
+    # Two processes sum the gradient in another order than one; Adam divides by sqrt(v) + eps,
+    # so a weight whose gradient is near eps (1e-8) moves by lr x that rounding noise
+    # (measured: 1.9e-6 on 3 of 4,096 embedding entries at lr 1e-2). atol 1e-5 = lr x 1e-3.
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow

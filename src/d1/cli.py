@@ -10,10 +10,53 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
+
+# Set by `d1 --debug`: known failures then raise with their traceback.
+_DEBUG = False
+# Known failures (bad input, unreachable resource): exit status and no traceback.
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
+def _known_failure(error: BaseException) -> int | None:
+    """The exit status of a known failure (2: bad input; 1: training diverged), else None."""
+    from d1.config import ConfigError
+    from d1.errors import D1Error
+
+    if isinstance(error, (ConfigError, D1Error, *_FILE_ERRORS, PermissionError)):
+        return 2
+    name = type(error).__name__  # the toolkit's own errors, without importing torch here
+    if name == "CheckpointError":
+        return 2
+    if name == "NonFiniteError":
+        return 1
+    return None
+
+
+class _Commands(TyperGroup):
+    """Every command's one error path: a known failure prints `Error: ...` (one or two lines)
+    on stderr and exits 2 (1 for a diverged run); `d1 --debug ...` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            status = _known_failure(e)
+            if status is None or _DEBUG:
+                raise
+            typer.echo(f"Error: {e}", err=True)
+            if status == 2:
+                typer.echo("(d1 --debug COMMAND ... shows the traceback)", err=True)
+            raise typer.Exit(status) from None
+
 
 app = typer.Typer(
     name="d1",
+    cls=_Commands,
     help="Post-train masked diffusion LLMs to reason: masked SFT, diffu-GRPO, honest evaluation.",
     no_args_is_help=True,
     add_completion=False,
@@ -34,9 +77,13 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of known failures."),
 ) -> None:
     """d1 command line."""
     import os
+
+    global _DEBUG
+    _DEBUG = debug
 
     # Our commands draw their own progress; the hub libraries' per-file bars would interleave.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -418,7 +465,7 @@ def data_command(
             responses=responses,
         )
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+        _fail(e)
     typer.echo(f"Wrote {count} {kind} problems ({split} split, seed {seed}) to {out}.")
 
 
@@ -443,7 +490,7 @@ def score_command(
     try:
         run_score_command(files, task=task, out=out, d1_compat=d1_compat)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise typer.BadParameter(str(e)) from None
+        _fail(e)
 
 
 @app.command("select")
@@ -702,7 +749,7 @@ def generate_command(
             on_step=on_step if show_steps else None,
         )
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+        _fail(e)
     typer.echo(completion)
 
 
@@ -737,15 +784,14 @@ def _run_training_command(
     command: str,
 ) -> Any:
     """Shared body of `d1 sft` and `d1 grpo`: load and validate the config (errors exit 2
-    before any model loads), optionally print it, then train. A non-finite loss exits 1 with
-    the trainer's message; Ctrl-C exits 130 saying what is saved and how to resume."""
+    before any model loads), optionally print it, then train. Errors go through the one error
+    path (`_Commands`: a non-finite loss exits 1); Ctrl-C exits 130 saying what is saved and how
+    to resume."""
     import logging
     import os
     import sys
 
-    from d1.config import ConfigError, dump_config, load_config
-    from d1.training.checkpoint import CheckpointError
-    from d1.training.run import NonFiniteError
+    from d1.config import dump_config, load_config
 
     cfg = None
     try:
@@ -755,12 +801,6 @@ def _run_training_command(
             return None
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return train(cfg)
-    except (ConfigError, FileExistsError, CheckpointError) as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2) from None
-    except NonFiniteError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":  # one message, not one per process
             typer.echo("\n" + _interrupted_message(cfg, command, sys.argv[1:]), err=True)
@@ -798,7 +838,7 @@ def merge_command(
     try:
         out = merge_adapter(adapter_dir, out_dir, base=base, dtype=dtype, overwrite=overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        raise typer.BadParameter(str(e)) from None
+        _fail(e)
     typer.echo(f"Merged model written to {out}")
 
 
@@ -845,7 +885,7 @@ def demo_command(
             progress=progress,
         )
     except ConfigError as e:
-        raise typer.BadParameter(str(e)) from None
+        _fail(e)
     run_demo(cfg)
 
 

@@ -233,12 +233,16 @@ class _Builder:
         return built if built is not None and built.enabled else None
 
     def where(self, path: str) -> str:
-        # The most specific recorded origin for this key (an override of a parent counts).
+        # The most specific recorded origin for this key (an override of a parent counts; so
+        # does one of a child: `bogus.key=1` makes the unknown section `bogus` its own).
         parts = path.split(".")
         for i in range(len(parts), 0, -1):
             src = self.origins.get(".".join(parts[:i]))
             if src:
                 return src
+        children = {src for key, src in self.origins.items() if key.startswith(f"{path}.")}
+        if len(children) == 1:
+            return children.pop()
         return self.default_source
 
     def error(self, path: str, msg: str) -> None:

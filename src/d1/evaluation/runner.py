@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from d1.config import ConfigError
+from d1.errors import OutputError
 from d1.evaluation.stats import Summary, format_pct, format_summary, summarize
 from d1.sampling.config import SamplerConfig
 from d1.sampling.steps import SamplingStats
@@ -147,6 +148,8 @@ class EvalConfig:
             out.append(("limit", f"must be >= 1 (or null for all); got {self.limit}."))
         if self.num_threads is not None and self.num_threads < 1:
             out.append(("num_threads", f"must be >= 1 (or null); got {self.num_threads}."))
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            out.append(("out", f"{self.out!r} is a file, not a folder; choose a folder."))
         if not 0.0 < self.confidence < 1.0:
             out.append(("confidence", f"must be in (0, 1); got {self.confidence}."))
         out += [(f"sampler.{k}", m) for k, m in self.sampler.model_problems(self.model)]
@@ -563,7 +566,13 @@ def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> P
 
     import d1
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"Cannot create the output folder {out} ({e.strerror or e}); pass --out with a "
+            "writable folder."
+        ) from None
     gen_dir = out / "generations"
     gen_dir.mkdir(exist_ok=True)
     for r in result.runs:

@@ -16,8 +16,12 @@ error, never a silent no-op.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
+import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from d1.errors import D1Error, ModelNotFoundError
 from d1.models.configuration_llada import LLaDAConfig
 from d1.models.modeling_llada import LLaDAModelLM
 from d1.models.tiny import TINY_CONFIGS, make_tiny_model
@@ -152,7 +157,7 @@ def apply_lora(model: nn.Module, settings: LoraSettings | None = None):
     settings = settings or LoraSettings()
     targets = list(dict.fromkeys(settings.target_modules))
     if not targets:
-        raise ValueError("LoraSettings.target_modules is empty: name at least one linear layer.")
+        raise D1Error("LoraSettings.target_modules is empty: name at least one linear layer.")
     linear_leaves = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
@@ -160,7 +165,7 @@ def apply_lora(model: nn.Module, settings: LoraSettings | None = None):
     }
     missing = [t for t in targets if t not in linear_leaves]
     if missing:
-        raise ValueError(
+        raise D1Error(
             f"LoRA target modules {missing} do not exist in this model; its linear layers are "
             f"named {sorted(linear_leaves)}. Set LoraSettings.target_modules (--lora-targets)."
         )
@@ -205,7 +210,7 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     if key == "auto":
         return "auto"
     if key not in _DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
+        raise D1Error(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
     return _DTYPES[key]
 
 
@@ -276,8 +281,56 @@ def model_family(name_or_path: str) -> str | None:
     return str(model_type).lower() if model_type else None
 
 
-def _unknown_family_error(family: str) -> ValueError:
-    return ValueError(
+# A hub id: "name" or "namespace/name" (letters, digits, "-", "_", ".").
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _hub_id(name: str) -> str:
+    """`name` when it can be a hub id; ModelNotFoundError naming what it is not otherwise."""
+    if not _HUB_ID.match(name) or name.startswith((".", "~")) or ".." in name:
+        raise ModelNotFoundError(
+            f"Model {name!r} not found: no such folder, not a built-in tiny model "
+            f"({', '.join(TINY_CONFIGS)}) and not a Hugging Face hub id (namespace/name)."
+        )
+    return name
+
+
+def _not_loadable(name: str, error: Exception) -> D1Error:
+    """The message for a model whose config cannot be read (a folder that is no checkpoint,
+    or a hub id that is unreachable or unknown)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        hint = ""
+        if (path / "checkpoints").is_dir():
+            hint = f"; it is a d1 run folder: pass one of {path / 'checkpoints'}/checkpoint-N"
+        return ModelNotFoundError(
+            f"{str(path)!r} is a folder but not a model (no config.json){hint}."
+        )
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    return ModelNotFoundError(
+        f"Cannot load the model {name!r} from the Hugging Face Hub{offline}: {reason}. Download "
+        f"it first (`hf download {name}`) or pass a local checkpoint folder."
+    )
+
+
+@contextlib.contextmanager
+def _reading(source: str) -> Iterator[None]:
+    """Weights or tokenizer files that cannot be read: one message naming the checkpoint."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise D1Error(
+            f"Cannot read the model files of {source!r} ({reason}): the checkpoint is incomplete "
+            "or damaged; use another checkpoint (d1 verifies its own checkpoints on resume)."
+        ) from None
+
+
+def _unknown_family_error(family: str) -> D1Error:
+    return D1Error(
         f"Unknown diffusion model family {family!r} (known: {sorted(FAMILIES)}). If it is a "
         "masked diffusion LM with unshifted logits, pass its mask token id: "
         "mask_token_id=... (CLI: --mask-token-id)."
@@ -302,7 +355,7 @@ def resolve_spec(
     cfg_mask = _config_token(config, "mask_token_id")
     tok_mask = getattr(tokenizer, "mask_token_id", None)
     if mask_token_id is None and None not in (cfg_mask, tok_mask) and cfg_mask != tok_mask:
-        raise ValueError(
+        raise D1Error(
             f"The model config says mask_token_id={cfg_mask} but the tokenizer's mask token "
             f"has id {tok_mask}; pass the right one explicitly: mask_token_id=... "
             "(CLI: --mask-token-id)."
@@ -311,7 +364,7 @@ def resolve_spec(
         mask_token_id, cfg_mask, tok_mask, known.mask_token_id if known else None
     )
     if mask is None:
-        raise ValueError(
+        raise D1Error(
             f"No mask token found for {family!r}: neither its config nor its tokenizer defines "
             "one. Pass mask_token_id=... (CLI: --mask-token-id)."
         )
@@ -327,7 +380,7 @@ def resolve_spec(
         eos,
     )
     if eos is None:
-        raise ValueError(f"No eos token found for {family!r}: its tokenizer needs an eos_token.")
+        raise D1Error(f"No eos token found for {family!r}: its tokenizer needs an eos_token.")
     return DiffusionSpec(
         family=family,
         mask_token_id=int(mask),
@@ -394,10 +447,12 @@ def load_model(
         check_4bit_available()
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise _not_loadable(name_or_path, FileNotFoundError("no config.json"))
         source = str(path)
     elif name_or_path in TINY_CONFIGS:
         if load_in_4bit:
-            raise ValueError(
+            raise D1Error(
                 "load_in_4bit applies to saved checkpoints, not to the built-in tiny models."
             )
         model, tokenizer = make_tiny_model(name_or_path, seed=seed)
@@ -408,9 +463,12 @@ def load_model(
         spec = resolve_spec("llada", model.config, tokenizer, mask_token_id)
         return _finish(model, tokenizer, spec, lora, name_or_path)
     else:
-        source = name_or_path  # a hub id; transformers reports a clear error if it is not one
+        source = _hub_id(name_or_path)
 
-    config_dict, _ = PretrainedConfig.get_config_dict(source)
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(source)
+    except OSError as e:
+        raise _not_loadable(name_or_path, e) from None
     model_type = str(config_dict.get("model_type", ""))
     family = model_type.lower()
     load_kwargs: dict[str, Any] = {"dtype": torch_dtype if torch_dtype is not None else "auto"}
@@ -424,29 +482,31 @@ def load_model(
         config = LLaDAConfig.from_pretrained(source)
         if hasattr(config, "auto_map"):
             del config.auto_map  # native class; saved copies must not point at absent code
-        model = LLaDAModelLM.from_pretrained(source, config=config, **load_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        with _reading(source):
+            model = LLaDAModelLM.from_pretrained(source, config=config, **load_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source)
     else:
         if family not in FAMILIES and mask_token_id is None:
             raise _unknown_family_error(family)  # before downloading any weights
         if config_dict.get("auto_map") and not trust_remote_code:
-            raise ValueError(
+            raise D1Error(
                 f"{source!r} (model_type {model_type!r}) ships its own modelling code; pass "
                 "trust_remote_code=True (CLI: --trust-remote-code) after reviewing it."
             )
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         except ValueError as err:
-            raise ValueError(
+            raise D1Error(
                 f"transformers cannot build model_type {model_type!r} from {source!r}: {err} "
                 "If the checkpoint needs its own code, pass trust_remote_code=True "
                 "(CLI: --trust-remote-code)."
             ) from err
         auto_cls = _remote_auto_class(config_dict)
-        model = auto_cls.from_pretrained(
-            source, config=config, trust_remote_code=trust_remote_code, **load_kwargs
-        )
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        with _reading(source):
+            model = auto_cls.from_pretrained(
+                source, config=config, trust_remote_code=trust_remote_code, **load_kwargs
+            )
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     if device is not None and not load_in_4bit:
         model = model.to(device)
     spec = resolve_spec(family, model.config, tokenizer, mask_token_id)
@@ -473,7 +533,7 @@ def _finish(
     for name in ("mask_token_id", "eos_token_id", "pad_token_id"):
         value = getattr(spec, name)
         if rows is not None and not 0 <= value < rows:
-            raise ValueError(
+            raise D1Error(
                 f"{name}={value} is outside the model's vocabulary (0..{rows - 1}); "
                 "pass the right id: mask_token_id=... (CLI: --mask-token-id)."
             )

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from d1.errors import DataError
 from d1.tasks.base import SYSTEM_PROMPT, Example
 
 __all__ = [
@@ -67,7 +68,7 @@ def examples_from_s1k_rows(rows: Sequence[dict[str, Any]], source: str = "s1k") 
         traj = row["thinking_trajectories"]
         if isinstance(traj, (list, tuple)):
             if not traj:
-                raise ValueError(f"{source}: row {i} has an empty 'thinking_trajectories' list.")
+                raise DataError(f"{source}: row {i} has an empty 'thinking_trajectories' list.")
             traj = traj[0]
         attempt = str(row["attempt"])
         out.append(
@@ -319,7 +320,7 @@ def load_sft_examples(cfg: Any, *, seed: int) -> tuple[list[Example], Any | None
         examples = task.load(cfg.split, path=source, limit=cfg.limit, seed=seed)
         missing = [ex.id for ex in examples if ex.response is None]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"Task {cfg.task!r} gave {len(missing)} examples without a `response` "
                 f"demonstration (e.g. {missing[0]!r}); masked SFT needs demonstrations."
             )
@@ -382,7 +383,7 @@ def build_sft_data(cfg: Any, tokenizer: Any, *, seed: int) -> SFTData:
         val_ex, val_prompts, tokenizer, max_length=cfg.max_length, assistant_prefix=val_prefix
     )
     if not train or not val:
-        raise ValueError(
+        raise DataError(
             f"After dropping examples longer than data.max_length={cfg.max_length} "
             f"(longest: {max(rep_t.longest, rep_v.longest)} tokens), {len(train)} training and "
             f"{len(val)} validation examples remain; raise data.max_length."

@@ -2,8 +2,8 @@
 
 Tasks turn rows into `Example`s; this module only fetches rows, validates them and carves a
 validation split out of a training set (SPEC 7: checkpoint choice on a validation split, never
-the test set). It never silently drops or repairs rows: malformed data raises a `ValueError`
-naming the source, the row and the missing field.
+the test set). It never silently drops or repairs rows: malformed data raises a
+`d1.errors.DataError` (a `ValueError`) naming the source, the row and the problem.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from d1.errors import LOCAL_DATA_HINT, DataError
 from d1.tasks.base import Example
 
 # File suffixes read from disk directly (no `datasets` cache, no type inference: a CSV cell like
@@ -32,8 +33,18 @@ def is_local_file(source: str | Path) -> bool:
     return p.suffix.lower() in LOCAL_SUFFIXES or p.is_file()
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not a UTF-8 text file (undecodable byte at offset {e.start}); a data file "
+            "must be JSON Lines, JSON, CSV or Parquet."
+        ) from None
+
+
 def _read_json(path: Path, split: str | None) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -47,12 +58,12 @@ def _read_json(path: Path, split: str | None) -> list[dict[str, Any]]:
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
         if len(lists) == 1:
             return next(iter(lists.values()))
-        raise ValueError(
+        raise DataError(
             f"{path}: a JSON object must hold exactly one list of rows or a list under the "
             f"requested split (split={split!r}); found list keys {sorted(lists)}. Pass `split=` "
             "to choose one, or store a JSON list / JSON Lines file."
         )
-    raise ValueError(f"{path}: expected a JSON list of objects, got {type(data).__name__}.")
+    raise DataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}.")
 
 
 def _read_jsonl_text(text: str, path: Path) -> list[dict[str, Any]]:
@@ -63,39 +74,74 @@ def _read_jsonl_text(text: str, path: Path) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {lineno} is not valid JSON ({e.msg}).") from e
+            raise DataError(f"{path}: line {lineno} is not valid JSON ({e.msg}).") from None
     return rows
 
 
 def _read_local(path: Path, split: str | None) -> list[dict[str, Any]]:
     if not path.is_file():
+        if path.is_dir():
+            raise DataError(f"Data file {path} is a folder; pass the file itself.")
         raise FileNotFoundError(f"Data file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _read_jsonl_text(path.read_text(encoding="utf-8"), path)
+        return _read_jsonl_text(_read_text(path), path)
     if suffix == ".json":
         return _read_json(path, split)
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return [dict(row) for row in csv.DictReader(f)]
+        return _read_csv(path)
     if suffix == ".parquet":
+        import pyarrow
         import pyarrow.parquet as pq  # a `datasets` dependency
 
-        return pq.read_table(path).to_pylist()
-    raise ValueError(
+        try:
+            return pq.read_table(path).to_pylist()
+        except (pyarrow.ArrowException, OSError) as e:
+            raise DataError(f"{path}: not a readable Parquet file ({e}).") from None
+    raise DataError(
         f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}."
     )
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """CSV rows; a row whose field count differs from the header's is an error naming its line
+    (an unclosed quote or a stray comma), never a row with silently missing fields."""
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row or None in row.values():
+                    n = len(reader.fieldnames or ())
+                    raise DataError(
+                        f"{path}: line {reader.line_num} does not have the header's {n} fields "
+                        f"({', '.join(reader.fieldnames or ())}): an unclosed quote or a stray "
+                        "comma?"
+                    )
+                rows.append(dict(row))
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not a UTF-8 text file (undecodable byte at offset {e.start})."
+        ) from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not a valid CSV file ({e}).") from None
+    return rows
 
 
 def _load_hub(source: str, config: str | None, split: str | None) -> list[dict[str, Any]]:
     import datasets
 
-    ds = datasets.load_dataset(source, config, split=split)
+    try:
+        ds = datasets.load_dataset(source, config, split=split)
+    except (ConnectionError, OSError) as e:  # offline, unreachable, or no such dataset
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"Cannot load the dataset {source!r} from the Hugging Face Hub ({reason}); "
+            f"{LOCAL_DATA_HINT}."
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         if len(ds) != 1:
-            raise ValueError(
-                f"{source}: several splits available ({', '.join(ds)}); pass `split=`."
-            )
+            raise DataError(f"{source}: several splits available ({', '.join(ds)}); pass `split=`.")
         ds = next(iter(ds.values()))
     return [dict(row) for row in ds]
 
@@ -104,10 +150,10 @@ def check_required(rows: Sequence[dict[str, Any]], required: Sequence[str], sour
     """Raise a ValueError naming the first row that lacks (or has null) a required field."""
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise ValueError(f"{source}: row {i} is a {type(row).__name__}, expected an object.")
+            raise DataError(f"{source}: row {i} is a {type(row).__name__}, expected an object.")
         for name in required:
             if row.get(name) is None:
-                raise ValueError(
+                raise DataError(
                     f"{source}: row {i} is missing required field {name!r} "
                     f"(fields present: {sorted(row)}). Fix the data or map the column name."
                 )
@@ -131,12 +177,15 @@ def load_rows(
         required: field names each row must have (non-null).
 
     Raises:
-        ValueError: naming the source, row index and missing field; rows are never dropped.
+        DataError: naming the source, row index and problem (also an empty dataset or an
+            unreachable hub); rows are never dropped.
     """
     if is_local_file(source):
         rows = _read_local(Path(source), split)
     else:
         rows = _load_hub(str(source), config, split)
+    if not rows:
+        raise DataError(f"{source}: the dataset holds no rows.")
     check_required(rows, required, str(source))
     return rows
 

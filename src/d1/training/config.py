@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from d1.config import ConfigError
@@ -232,5 +233,13 @@ class TrainingConfig:
             problems.append(("num_epochs", "must be >= 1 (or set max_steps)."))
         if "none" in self.report_to and len(self.report_to) > 1:
             problems.append(("report_to", "'none' cannot be combined with others."))
+        # Before any model loads: an output path that can never be a folder.
+        for parent in (Path(self.output_dir), *Path(self.output_dir).parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    problems.append(
+                        ("output_dir", f"{str(parent)!r} is a file, not a folder; choose a folder.")
+                    )
+                break
         if problems:
             raise ConfigError.keyed(problems)

@@ -1,0 +1,33 @@
+"""Known failures: bad input or an unreachable resource, not a bug.
+
+The command line prints these as one or two lines and exits 2 (`d1 --debug ...` shows the
+traceback). Each message names what is wrong and how to fix it. They subclass `ValueError` so
+callers that caught the plain `ValueError`s of earlier versions keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["D1Error", "DataError", "ModelNotFoundError", "OutputError"]
+
+
+class D1Error(ValueError):
+    """A known failure with a message that says what to do."""
+
+
+class DataError(D1Error):
+    """A data file or dataset that cannot be used (missing, empty, malformed, unreachable)."""
+
+
+class ModelNotFoundError(D1Error):
+    """A model name that is no folder, built-in model or reachable hub id."""
+
+
+class OutputError(D1Error):
+    """An output location that cannot be written."""
+
+
+# Where a hub dataset can be replaced by a local file, per command (one message everywhere).
+LOCAL_DATA_HINT = (
+    "pass a local file instead: `d1 eval --data TASK=PATH`, `tasks[i].path=PATH` in a diffu-GRPO "
+    "config or `data.path=PATH` in an SFT config (`d1 data` generates Sudoku / Countdown)"
+)
