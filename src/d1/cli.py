@@ -191,7 +191,9 @@ def _cuda() -> bool:
 
 
 def _fail(error: Exception) -> None:
-    """A known failure: one message on stderr, exit 2 (no traceback)."""
+    """A known failure: one message on stderr, exit 2 (no traceback; `--debug` re-raises)."""
+    if _DEBUG:
+        raise error
     typer.echo(f"Error: {error}", err=True)
     raise typer.Exit(2) from None
 
