@@ -127,6 +127,14 @@ def test_eval_select_generate_use_the_run_settings(sft_run: Path, tmp_path: Path
     rows = [json.loads(x) for x in (out / "generations" / "sudoku_len32_seed0.jsonl").open()]
     # Compact prompts, no chat template (a -base model): the bare 16-digit puzzle.
     assert all(len(r["prompt"].strip()) <= 40 and "<|" not in r["prompt"] for r in rows)
+    # `d1 score` on the eval's own file, with no options, gives the recorded correctness.
+    gen_file = out / "generations" / "sudoku_len32_seed0.jsonl"
+    scored_file = tmp_path / "scored.jsonl"
+    scored = runner.invoke(app, ["score", str(gen_file), "--out", str(scored_file)])
+    assert scored.exit_code == 0, scored.output
+    rescored = [json.loads(x) for x in scored_file.open()]
+    assert [r["correct"] for r in rescored] == [r["correct"] for r in rows]
+    assert len(rescored) == 3
 
     sel = runner.invoke(app, ["select", str(sft_run), "--limit", "2", "--no-progress"])
     assert sel.exit_code == 0, sel.output
