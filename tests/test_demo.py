@@ -130,6 +130,10 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
         assert 0.0 <= summary["scores"]["0"][stage]["accuracy"] <= 1.0
     md = (rep / "summary.md").read_text()
     assert "| SFT + diffu-GRPO (hard, rewards only) |" in md
+    # --no-progress drops the narration, not the results and where they are.
+    assert "SFT + diffu-GRPO (hard, rewards only)" in res.output
+    assert f"Report: {rep / 'summary.md'}" in res.output.replace("\n", "")
+    assert "[1/4]" not in res.output
     for name in ("configs/demo.yaml", "configs/sft_seed0.yaml", "configs/grpo_seed0.yaml"):
         assert (rep / name).is_file(), name
     for name in ("metrics/sft_seed0.jsonl", "metrics/grpo_seed0.jsonl"):

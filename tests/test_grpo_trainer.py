@@ -6,6 +6,7 @@ import copy
 import json
 import signal
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -329,6 +330,7 @@ def test_sft_then_grpo_raises_reward(tmp_path: Path, echo_task) -> None:
 GRPO_CHILD = r"""
 import sys, time
 from pathlib import Path
+from typing import ClassVar
 import d1.training.tracking as tracking
 
 marker, kill_after = Path(sys.argv[1]), int(sys.argv[2])
@@ -413,3 +415,61 @@ def test_grpo_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, interrupt
     for name in ("adapter_model.safetensors", "optimizer.pt"):
         a = (straight.run_dir / "checkpoints" / "checkpoint-8" / name).read_bytes()
         assert a == (killed / "checkpoints" / "checkpoint-8" / name).read_bytes(), name
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class RecordingBar:
+    """Stands in for `ProgressBar` in a run: records every position, value and phase."""
+
+    made: ClassVar[list[RecordingBar]] = []
+
+    def __init__(self, total: int, **kwargs) -> None:
+        self.total, self.active, self.events = total, True, []
+        RecordingBar.made.append(self)
+
+    def update(self, step: int, **info: float) -> None:
+        self.events.append(("update", step, dict(info)))
+
+    def phase(self, text: str | None) -> None:
+        self.events.append(("phase", text))
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_moves_every_step_names_rollouts_and_shows_reward(
+    tmp_path: Path, echo_task, monkeypatch
+) -> None:
+    """The bar moves on every optimizer step (not only when logging), says which sampler call
+    and block a rollout is at, and shows the reward and accuracy of the latest rollouts."""
+    import d1.training.run as run_module
+    from d1.grpo.trainer import train_grpo
+
+    RecordingBar.made.clear()
+    monkeypatch.setattr(run_module, "ProgressBar", RecordingBar)
+    overrides = _tiny_overrides(
+        tmp_path,
+        **{
+            "train.max_steps": "4",
+            "train.logging_steps": "2",
+            "grpo.sampler.block_length": "4",
+            "grpo.generation_batch_size": "4",
+        },
+    )
+    result = train_grpo(None, overrides)
+    [bar] = RecordingBar.made
+    steps = [e[1] for e in bar.events if e[0] == "update"]
+    assert sorted(set(steps)) == [1, 2, 3, 4]  # every step, before any logging
+    phases = [e[1] for e in bar.events if e[0] == "phase"]
+    # 4 prompts x G 4 = 16 completions in calls of 4, gen 8 in blocks of 4: 2 blocks per call.
+    for call in range(1, 5):
+        for block in (1, 2):
+            assert f"rollout: sampling {call}/4, block {block}/2" in phases
+    assert "rollout: scoring 16 completions" in phases and "old log-probs" in phases
+    assert phases[-1] == "train"  # every phase ends back on the bar's own name
+    shown = [e[2] for e in bar.events if e[0] == "update" and e[2]]
+    assert shown and all({"reward", "accuracy", "loss", "lr"} <= set(v) for v in shown)
+    logged = [r for r in _metrics(result.run_dir) if "train/reward" in r]
+    assert shown[0]["reward"] == logged[0]["train/reward"]

@@ -120,6 +120,22 @@ def test_tracker_writes_jsonl_and_tensorboard(tmp_path):
         Tracker(tmp_path, ["mlflow"])
 
 
+def test_progress_bar_draws_phase_position_and_kept_values():
+    import io
+
+    buf = io.StringIO()
+    bar = ProgressBar(10, mode="on", stream=buf)
+    bar.update(3, loss=0.25, reward=1.5, accuracy=0.375, lr=1e-4)
+    bar.phase("rollout: sampling 1/2, block 3/8")
+    bar.update(4)  # no values: the last ones stay
+    bar._progress.refresh()
+    drawn = buf.getvalue()
+    assert "rollout: sampling 1/2, block 3/8" in drawn and "4/10" in drawn
+    assert "reward 1.5000" in drawn and "acc 37.5%" in drawn and "lr 1.00e-04" in drawn
+    bar.close()
+    assert bar.info == "loss 0.2500  reward 1.5000  acc 37.5%  lr 1.00e-04"
+
+
 def test_rewind_keeps_each_step_once(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

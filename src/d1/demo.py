@@ -826,8 +826,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "n_test": len(test_examples),
     }
     (rep / "summary.json").write_text(json.dumps(to_jsonable(payload), indent=2) + "\n")
-    console.print(md)
-    console.print(f"Report: {rep / 'summary.md'}")
+    # The results and where they are go out even without progress output.
+    results_console = Console()
+    results_console.print(md)
+    results_console.print(f"Report: {rep / 'summary.md'}")
     return DemoResult(
         out=out, scores=scores, summary=summary, difference=diff, timings=timings, markdown=md
     )

@@ -302,6 +302,7 @@ def generate_rollouts(
     stats: SamplingStats | None = None,
     call_generator: Callable[[int], torch.Generator] | None = None,
     reward_timeout_s: float | None = REWARD_TIMEOUT_S,
+    on_progress: Callable[[str], None] | None = None,
 ) -> Rollout:
     """Sample `num_generations` completions per prompt and score them (SPEC 4).
 
@@ -328,6 +329,8 @@ def generate_rollouts(
             rows: `generation_batch_size` dividing each process's share).
         reward_timeout_s: wall-clock limit of each reward / scorer call on one completion
             (None: none); a call cut short scores 0 and is counted (module doc).
+        on_progress: called with a short description ("sampling 1/2, block 3/8") after every
+            sampler step and before scoring, for progress bars.
     """
     if num_generations < 1:
         raise ValueError(f"num_generations must be >= 1; got {num_generations}.")
@@ -349,8 +352,16 @@ def generate_rollouts(
         policy.eval()
         try:
             outs = []
+            calls, blocks = -(-n // step), sampler.num_blocks
             for start in range(0, n, step):
                 sl = slice(start, start + step)
+                trace = None
+                if on_progress is not None:
+                    where = f"sampling {start // step + 1}/{calls}, block"
+
+                    def trace(_step: int, block: int, _x: torch.Tensor, where=where) -> None:
+                        on_progress(f"{where} {block + 1}/{blocks}")
+
                 out = sample(
                     policy,
                     prompt_ids[sl],
@@ -361,6 +372,7 @@ def generate_rollouts(
                     logit_shift=logit_shift,
                     stats=stats,
                     eos_id=eos_id,
+                    trace=trace,
                 )
                 outs.append(out[:, prompt_ids.shape[1] :])
             completion_ids = torch.cat(outs, dim=0)
@@ -368,6 +380,8 @@ def generate_rollouts(
             policy.train(was_training)
     comp_mask = completion_mask(completion_ids, eos_id)
     completions = decode_completions(tokenizer, completion_ids)
+    if on_progress is not None:
+        on_progress(f"scoring {len(completions)} completions")
     rewards, per_func, timeouts = score_completions(completions, rows, timeout_s=reward_timeout_s)
     correct, score_timeouts = score_correctness(completions, rows, timeout_s=reward_timeout_s)
     return Rollout(

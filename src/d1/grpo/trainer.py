@@ -401,6 +401,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
     last_sample_log = int(run.state.extra.get("last_sample_log", -(10**9)))
 
     pending: dict[str, float] = {}
+    shown: dict[str, float] = {}  # the latest reward / accuracy, next to the progress bar
     last_metrics: dict[str, float] = {}
     timing = dict.fromkeys(("rollout", "old_logps", "update"), 0.0)
     t_window, window_steps = time.perf_counter(), 0
@@ -413,7 +414,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
             items = prompt_sampler.next_items(prompts_per_process * world)
             items = items[rank * prompts_per_process : (rank + 1) * prompts_per_process]
             sampling = SamplingStats()
-            with acc.autocast():
+            with acc.autocast(), run.phase("rollout") as show:
                 rollout = generate_rollouts(
                     model,
                     run.tokenizer,
@@ -430,6 +431,11 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                     device=device,
                     stats=sampling,
                     reward_timeout_s=gcfg.reward_timeout_s,
+                    on_progress=(
+                        (lambda text, show=show: show(f"rollout: {text}"))
+                        if run.progress is not None and run.progress.active
+                        else None
+                    ),
                 )
             # Advantages and loss weights over the whole generation batch (every process's
             # rows, in process order); this process keeps its own rows. Weights are scaled by
@@ -449,7 +455,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
             counter.add_sampling(sampling)
             t1 = time.perf_counter()
             timing["rollout"] += t1 - t0
-            with acc.autocast():
+            with acc.autocast(), run.phase("old log-probs"):
                 batch = prepare_policy_batch(
                     model,
                     prompt_ids=rollout.prompt_ids,
@@ -506,6 +512,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
         run.state.epoch = int(max(prompt_sampler.epochs().values()))
 
         window_steps += 1
+        run.update_progress()  # the bar moves every step; values change at logging steps
         if run.due(tcfg.logging_steps):
             now = time.perf_counter()
             logged = {
@@ -532,7 +539,16 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
             timing = dict.fromkeys(timing, 0.0)
             run.log(logged)
             last_metrics = logged
-            run.update_progress(loss=logged["train/loss"], lr=opt["lr"])
+            # The reward and accuracy of the latest generation batch tell RL progress; the
+            # clipped loss hovers near 0 by construction (advantages are centred).
+            shown.update(
+                {
+                    name: logged[key]
+                    for name, key in (("reward", "train/reward"), ("accuracy", "train/accuracy"))
+                    if key in logged
+                }
+            )
+            run.update_progress(**shown, loss=logged["train/loss"], lr=opt["lr"])
         if tcfg.save_steps and run.due(tcfg.save_steps) and run.state.step < max_steps:
             run.save()
     run_dir = run.finish()

@@ -281,9 +281,11 @@ def _run_sft(run: TrainingRun, cfg: SFTConfig) -> Path:
     run.start_tracking()
 
     def evaluate() -> dict[str, float]:
-        metrics = evaluate_loss(run, eval_loader, cfg, len(data.validation))
-        if cfg.eval_generation is not None:
-            metrics.update(evaluate_generation(run, data, cfg))
+        with run.phase(f"eval loss (step {run.state.step})") as show:
+            metrics = evaluate_loss(run, eval_loader, cfg, len(data.validation))
+            if cfg.eval_generation is not None:
+                show(f"eval generation (step {run.state.step})")
+                metrics.update(evaluate_generation(run, data, cfg))
         return metrics
 
     if run.state.step == 0:
@@ -331,6 +333,7 @@ def _run_sft(run: TrainingRun, cfg: SFTConfig) -> Path:
             (epoch + 1, 0) if k + 1 == schedule.micro_batches_per_epoch else (epoch, k + 1)
         )
 
+        run.update_progress()  # the bar moves every step; values change at logging steps
         if run.due(tcfg.logging_steps):
             logged: dict[str, float] = {}
             if window:  # empty when every step since the last log was skipped

@@ -431,8 +431,24 @@ class TrainingRun:
             self.tracker.log(metrics, self.state.step if step is None else step)
 
     def update_progress(self, **info: float) -> None:
+        """Move the bar to the current step (every step); values are shown when given."""
         if self.progress is not None:
             self.progress.update(self.state.step, **info)
+
+    @contextlib.contextmanager
+    def phase(self, text: str) -> Iterator[Callable[[str], None]]:
+        """Name a long part of a step on the progress bar ("eval", "rollout"); yields a
+        function that refines the name while it runs ("rollout, block 3/8")."""
+
+        def show(detail: str) -> None:
+            if self.progress is not None:
+                self.progress.phase(detail)
+
+        show(text)
+        try:
+            yield show
+        finally:
+            show("train")
 
     def save(self, metric: float | None = None) -> Path:
         """Write a checkpoint of the current step (collective); tracks the best by `metric`."""

@@ -164,23 +164,55 @@ class Tracker:
         self.close()
 
 
+def format_progress_info(info: dict[str, float]) -> str:
+    """The values shown next to a progress bar: `lr 1.00e-04  1,234 tok/s  reward 0.5000`."""
+    parts = []
+    for k, v in info.items():
+        if k == "lr":
+            parts.append(f"lr {v:.2e}")
+        elif k == "tok_s":
+            parts.append(f"{v:,.0f} tok/s")
+        elif k == "accuracy":
+            parts.append(f"acc {100 * v:.1f}%")
+        else:
+            parts.append(f"{k} {v:.4f}")
+    return "  ".join(parts)
+
+
 class ProgressBar:
-    """A rich progress bar with loss, lr, tokens/s and ETA; silent unless enabled.
+    """A rich progress bar with the phase, loss / reward, lr, tokens/s and ETA; silent unless
+    enabled.
+
+    The position moves every optimizer step (`update(step)` without values keeps the last
+    ones); `phase("rollout, block 3/8")` names what a long step is doing, so a first rollout or
+    an evaluation does not look frozen.
 
     Args:
         total: total optimizer steps.
         start: steps already done (resumed runs).
         mode: "on", "off", or "auto" (on only when stderr is an interactive terminal).
         enabled: False on non-main processes.
+        stream: where to draw (default: stderr); tests pass a buffer.
     """
 
-    def __init__(self, total: int, *, start: int = 0, mode: str = "auto", enabled: bool = True):
+    def __init__(
+        self,
+        total: int,
+        *,
+        start: int = 0,
+        mode: str = "auto",
+        enabled: bool = True,
+        stream: Any = None,
+    ):
         on = mode == "on" or (mode == "auto" and sys.stderr.isatty())
         self.active = bool(enabled and on)
         self._progress = None
         self._task = None
+        self.info = ""
+        self.description = "train"
         if not self.active:
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -190,6 +222,9 @@ class ProgressBar:
             TimeRemainingColumn,
         )
 
+        console = None
+        if stream is not None:
+            console = Console(file=stream, force_terminal=True, width=200)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -199,24 +234,27 @@ class ProgressBar:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             transient=False,
+            console=console,
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=total, completed=start, info="")
 
     def update(self, step: int, **info: float) -> None:
-        """Move to `step`; show e.g. loss=..., lr=..., tok_s=... next to the bar."""
+        """Move to `step`; with values, show e.g. loss=..., reward=..., lr=..., tok_s=..."""
+        if info:
+            self.info = format_progress_info(info)
         if not self.active:
             return
-        parts = []
-        for k, v in info.items():
-            if k == "lr":
-                parts.append(f"lr {v:.2e}")
-            elif k == "tok_s":
-                parts.append(f"{v:,.0f} tok/s")
-            else:
-                parts.append(f"{k} {v:.4f}")
         assert self._progress is not None
-        self._progress.update(self._task, completed=step, info="  ".join(parts))
+        self._progress.update(self._task, completed=step, info=self.info)
+
+    def phase(self, text: str | None) -> None:
+        """Name what the current step is doing (None: back to "train")."""
+        self.description = text or "train"
+        if not self.active:
+            return
+        assert self._progress is not None
+        self._progress.update(self._task, description=self.description)
 
     def close(self) -> None:
         if self._progress is not None:
