@@ -1,4 +1,4 @@
-"""Countdown: solver, generator, d1's reward, generous scoring, data formats (SPEC 5)."""
+"""Countdown: solver, generator, d1's reward, generous scoring, data formats (docs/method.md §5)."""
 
 from __future__ import annotations
 

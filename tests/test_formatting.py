@@ -36,7 +36,7 @@ def test_count_xml_hand_values() -> None:
     assert count_xml(GOOD) == pytest.approx(0.5)
     # no trailing newline: one newline after the tag is free, so the same 0.5
     assert count_xml(GOOD.rstrip("\n")) == pytest.approx(0.5)
-    # 5 characters after "\n</answer>\n" cost 0.005 (d1's rule stated in SPEC 5)
+    # 5 characters after "\n</answer>\n" cost 0.005 (d1's rule stated in docs/method.md §5)
     assert count_xml(GOOD + "extra") == pytest.approx(0.5 - 0.005)
     # a tag present twice earns nothing for that tag
     assert count_xml("<reasoning>\n<reasoning>\n") == 0.0

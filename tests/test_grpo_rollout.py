@@ -1,4 +1,4 @@
-"""Tests for diffu-GRPO rollouts and the prompt stream (SPEC 4, SPEC 7 mixtures)."""
+"""Tests for diffu-GRPO rollouts and the prompt stream (docs/method.md §4, docs/method.md §7 mixtures)."""
 
 from __future__ import annotations
 

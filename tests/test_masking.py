@@ -1,4 +1,4 @@
-"""Tests for the forward (masking) process, SPEC 1."""
+"""Tests for the forward (masking) process, docs/method.md §1."""
 
 from __future__ import annotations
 

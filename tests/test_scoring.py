@@ -1,5 +1,5 @@
 """Scoring saved generations (d1.scoring, `d1 score`), incl. reproducing d1's published numbers
-on LLaDA-8B-Instruct's real GSM8K / MATH500 generations (SPEC 6)."""
+on LLaDA-8B-Instruct's real GSM8K / MATH500 generations (docs/method.md §6)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from d1.tasks.math500 import MathTask
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# d1's published scores of these files (SPEC 6), accuracy % at gen length 128 / 256 / 512.
+# d1's published scores of these files (docs/method.md §6), accuracy % at gen length 128 / 256 / 512.
 PUBLISHED = {
     ("gsm8k", 128): 69.29,
     ("gsm8k", 256): 76.37,

@@ -1,4 +1,4 @@
-"""The masked SFT loss (SPEC 3) against a slow per-token reference and a hand-computed case."""
+"""The masked SFT loss (docs/method.md §3) against a slow per-token reference and a hand-computed case."""
 
 from __future__ import annotations
 

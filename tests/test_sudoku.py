@@ -1,4 +1,4 @@
-"""4x4 Sudoku: solver, generator, d1's reward, generous scoring, metrics, CSV (SPEC 5)."""
+"""4x4 Sudoku: solver, generator, d1's reward, generous scoring, metrics, CSV (docs/method.md §5)."""
 
 from __future__ import annotations
 

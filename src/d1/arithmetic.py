@@ -1,4 +1,4 @@
-"""Safe evaluation of the arithmetic expressions models write (Countdown, SPEC 5).
+"""Safe evaluation of the arithmetic expressions models write (Countdown, docs/method.md §5).
 
 d1's reference reward checks the answer against the character class `[\\d+\\-*/().\\s]` and then
 calls `eval`: that lets `**` through (`9**9**9` hangs the trainer) as well as `//`. Here the
@@ -128,7 +128,7 @@ def _value(node: ast.expr, source: str) -> Fraction:
 
 
 def safe_eval_exact(expr: str, *, max_length: int = MAX_LENGTH) -> Fraction:
-    """The exact value of an arithmetic expression as a `Fraction` (SPEC 5, Countdown).
+    """The exact value of an arithmetic expression as a `Fraction` (docs/method.md §5, Countdown).
 
     Raises:
         ValueError: see `parse_expression`; also on division by zero.

@@ -817,7 +817,7 @@ def sft_command(
     ),
     print_config: bool = typer.Option(False, "--print-config", help=_PRINT_CONFIG_HELP),
 ) -> None:
-    """Masked SFT (SPEC 3). Multi-GPU: accelerate launch [--config_file
+    """Masked SFT (docs/method.md §3). Multi-GPU: accelerate launch [--config_file
     configs/accelerate/NAME.yaml] -m d1.cli sft --config ..."""
     from d1.sft import SFTConfig, train_sft
 
@@ -852,7 +852,7 @@ def grpo_command(
     ),
     print_config: bool = typer.Option(False, "--print-config", help=_PRINT_CONFIG_HELP),
 ) -> None:
-    """diffu-GRPO (SPEC 4). Multi-GPU: accelerate launch [--config_file
+    """diffu-GRPO (docs/method.md §4). Multi-GPU: accelerate launch [--config_file
     configs/accelerate/NAME.yaml] -m d1.cli grpo --config ..."""
     from d1.grpo.config import GRPOConfig
     from d1.grpo.trainer import train_grpo

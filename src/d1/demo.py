@@ -1,4 +1,4 @@
-"""`d1 demo`: the whole d1 recipe, small enough for a laptop CPU (SPEC 3, 4, 7).
+"""`d1 demo`: the whole d1 recipe, small enough for a laptop CPU (docs/method.md §3, 4, 7).
 
 Story (the paper's, at toy scale): masked SFT teaches format and basic skill on a *limited*
 distribution, then diffu-GRPO improves the model with task rewards alone on a *harder*

@@ -1,15 +1,15 @@
-"""The forward (masking) process of masked diffusion LMs (SPEC 1).
+"""The forward (masking) process of masked diffusion LMs (docs/method.md §1).
 
 Pure functions, whose only randomness comes from a passed `torch.Generator`:
 
 - `mask_tokens`: the primitive. Each maskable position is replaced by the mask token
   independently with a given probability. The SFT forward process uses it on response tokens;
-  diffu-GRPO's one-step estimator (SPEC 4) uses it on prompt tokens with `p_mask`.
-- `forward_process`: LLaDA's forward process for masked SFT (SPEC 1, 3): draw `t ~ U(0, 1)` per
+  diffu-GRPO's one-step estimator (docs/method.md §4) uses it on prompt tokens with `p_mask`.
+- `forward_process`: LLaDA's forward process for masked SFT (docs/method.md §1, 3): draw `t ~ U(0, 1)` per
   sequence, mask each response token with probability `p = (1 - eps) * t + eps`, keep the prompt
   clean, and return `p` (the loss divides each token's cross-entropy by it).
 - `blockwise_forward_process`: an opt-in variant for masked SFT that trains the states LLaDA's
-  semi-autoregressive sampler visits (SPEC 2): the response is cut into blocks, one block is
+  semi-autoregressive sampler visits (docs/method.md §2): the response is cut into blocks, one block is
   drawn, earlier blocks stay clean, the drawn block is masked with probability `p`, later blocks
   are masked whole; only the drawn block's masked tokens are scored.
 """
@@ -69,10 +69,10 @@ def mask_tokens(
     mask_id: int,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace each maskable token by `mask_id` independently with probability `prob` (SPEC 1).
+    """Replace each maskable token by `mask_id` independently with probability `prob` (docs/method.md §1).
 
     The primitive behind both the SFT forward process (response tokens, probability `t`) and
-    diffu-GRPO's prompt masking (prompt tokens, probability `p_mask`, SPEC 4).
+    diffu-GRPO's prompt masking (prompt tokens, probability `p_mask`, docs/method.md §4).
 
     Args:
         input_ids: [B, L] token ids (not modified).
@@ -165,7 +165,7 @@ def forward_process(
     eps: float = 1e-3,
     t: float | torch.Tensor | None = None,
 ) -> ForwardSample:
-    """LLaDA's forward process for masked SFT (SPEC 1, 3).
+    """LLaDA's forward process for masked SFT (docs/method.md §1, 3).
 
     Per sequence, `t ~ U(0, 1)` and `p = (1 - eps) * t + eps`: LLaDA's clamping maps `t` linearly
     onto `[eps, 1]`, so no sequence has masking probability 0 and the `1 / p` loss weight stays
@@ -206,7 +206,7 @@ def blockwise_forward_process(
 ) -> ForwardSample:
     """A block-wise ("semi-autoregressive") forward process for masked SFT.
 
-    LLaDA's sampler decodes the response block by block (SPEC 2): while block k is decoded,
+    LLaDA's sampler decodes the response block by block (docs/method.md §2): while block k is decoded,
     blocks before it are clean and blocks after it are all masks. The uniform process of
     `forward_process` almost never shows a model that state (a clean prefix and a long run of
     masks), and small models trained only on it fail there (measured on the tiny models). This

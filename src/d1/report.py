@@ -1,4 +1,4 @@
-"""Training reports: PNG curves and a markdown summary from a run's metrics JSONL (SPEC 7).
+"""Training reports: PNG curves and a markdown summary from a run's metrics JSONL (docs/method.md §7).
 
 `write_report(run_dir)` reads the metrics JSON Lines file a trainer writes (one object per
 logged step; nested objects are flattened with "/"), groups the numeric series it finds into

@@ -1,6 +1,6 @@
 """Run untrusted candidate programs against unit tests in a separate, limited process.
 
-Code rewards (SPEC 5: "run the tests in a separate process with time and memory limits; reward =
+Code rewards (docs/method.md §5: "run the tests in a separate process with time and memory limits; reward =
 passed / total") call `run_tests` once per completion, or `run_many` for a batch with bounded
 parallelism. Each run:
 

@@ -1,4 +1,4 @@
-"""Score saved generations with a task's scorer: `d1 score --task TASK FILE...` (SPEC 5, 6).
+"""Score saved generations with a task's scorer: `d1 score --task TASK FILE...` (docs/method.md §5, 6).
 
 Two input formats are read:
 

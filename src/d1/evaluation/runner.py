@@ -1,4 +1,4 @@
-"""`d1 eval`: batched generation on a task split, scoring, and summaries across seeds (SPEC 2, 7).
+"""`d1 eval`: batched generation on a task split, scoring, and summaries across seeds (docs/method.md §2, 7).
 
 Protocol (d1's evaluation, every value overridable in `EvalConfig`): temperature 0, block 32,
 `steps = gen_length / 2`, gen lengths 128 / 256 / 512, the test split.

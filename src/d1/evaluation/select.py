@@ -1,4 +1,4 @@
-"""`d1 select`: choose the checkpoint to report on the validation split (SPEC 7).
+"""`d1 select`: choose the checkpoint to report on the validation split (docs/method.md §7).
 
 Every saved checkpoint of a run is evaluated on the *validation* split with the same protocol;
 the one with the best validation score is named, and only that fixed checkpoint should then be

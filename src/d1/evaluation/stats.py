@@ -1,4 +1,4 @@
-"""Summary statistics for honest evaluation (SPEC 7: several seeds, mean and spread).
+"""Summary statistics for honest evaluation (docs/method.md §7: several seeds, mean and spread).
 
 Pure functions, no third-party dependencies (the Student t quantile is computed here from the
 regularised incomplete beta function, so scipy is not needed).

@@ -1,4 +1,4 @@
-"""diffu-GRPO (SPEC 4): rollouts, advantages, the clipped loss and the RL trainer.
+"""diffu-GRPO (docs/method.md §4): rollouts, advantages, the clipped loss and the RL trainer.
 
 Modules:
 - `advantages`: group-relative advantages `r - mean(group)` (optionally std-scaled).

@@ -1,4 +1,4 @@
-"""Group-relative advantages (SPEC 4).
+"""Group-relative advantages (docs/method.md §4).
 
 d1 uses `A_i = r_i - mean(r_group)` and does not divide by the standard deviation; TRL's
 `scale_rewards` option ("group" divides by the group's std, "batch" by the whole batch's std) is
@@ -33,7 +33,7 @@ class AdvantageResult:
         zero_std_count: number of groups whose rewards are all equal (no learning signal).
         zero_std_fraction: zero_std_count / number of groups.
         nonzero_fraction: share of completions with a non-zero advantage (healthy: 0.9-1.0;
-            0 means RL silently does nothing, e.g. a sampler bug; MEASUREMENTS.md).
+            0 means RL silently does nothing, e.g. a sampler that never varies).
     """
 
     advantages: torch.Tensor
@@ -51,7 +51,7 @@ def compute_advantages(
     *,
     eps: float = 1e-4,
 ) -> AdvantageResult:
-    """`A_i = r_i - mean(group)`, optionally divided by a std (SPEC 4; TRL's `scale_rewards`).
+    """`A_i = r_i - mean(group)`, optionally divided by a std (docs/method.md §4; TRL's `scale_rewards`).
 
     Args:
         rewards: [N] total rewards, grouped contiguously: rows `[g*G, (g+1)*G)` are the G

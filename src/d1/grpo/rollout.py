@@ -1,7 +1,7 @@
-"""Rollouts for diffu-GRPO (SPEC 4): prompts, G sampled completions each, task rewards.
+"""Rollouts for diffu-GRPO (docs/method.md §4): prompts, G sampled completions each, task rewards.
 
 One generation batch is a list of (task, example) prompts, possibly from several tasks (a
-multi-task mixture, SPEC 7). Each prompt is repeated G (`num_generations`) times, contiguously,
+multi-task mixture, docs/method.md §7). Each prompt is repeated G (`num_generations`) times, contiguously,
 so rows `[g*G, (g+1)*G)` form prompt g's group; all rows are left-padded with an attention
 mask and sampled with `d1.sampling` (the policy in eval mode, no gradient, inside
 `d1.grpo.generation.generation_context`, one `torch.Generator` per sampler call). Completions
@@ -226,7 +226,7 @@ def score_completions(
     *,
     timeout_s: float | None = REWARD_TIMEOUT_S,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-    """Score each completion with its own task's reward components (SPEC 5), each call on one
+    """Score each completion with its own task's reward components (docs/method.md §5), each call on one
     completion limited to `timeout_s` seconds (None: no limit; module doc).
 
     Returns:
@@ -304,7 +304,7 @@ def generate_rollouts(
     reward_timeout_s: float | None = REWARD_TIMEOUT_S,
     on_progress: Callable[[str], None] | None = None,
 ) -> Rollout:
-    """Sample `num_generations` completions per prompt and score them (SPEC 4).
+    """Sample `num_generations` completions per prompt and score them (docs/method.md §4).
 
     Args:
         model: the policy, plain or as prepared by accelerate (sampled inside

@@ -1,4 +1,4 @@
-"""The inner-iteration prompt-mask schedule of diffu-GRPO (SPEC 4, SPEC 8).
+"""The inner-iteration prompt-mask schedule of diffu-GRPO (docs/method.md §4, docs/method.md §8).
 
 After one generation batch, diffu-GRPO takes `mu` (`num_iterations`) gradient steps on it.
 Inner iteration k uses its own random prompt mask `q'_k`; within iteration k the SAME mask is

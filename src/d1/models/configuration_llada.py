@@ -1,4 +1,4 @@
-"""LLaDA's configuration, with LLaDA's own key names (LLADA_ARCH.md "LLaDA-8B-Instruct").
+"""LLaDA's configuration, with LLaDA's own key names (docs/llada.md "LLaDA-8B-Instruct").
 
 The official checkpoint's `config.json` loads into `LLaDAConfig` unchanged: every key of the
 reference config is a field here (so its value is parsed and kept), and unknown extra keys (e.g.
@@ -29,7 +29,7 @@ class LLaDAConfig(PretrainedConfig):
       mlp_hidden_size (SwiGLU width), vocab_size, embedding_size (rows of the embedding and of
       the LM head; None = vocab_size), rms_norm_eps, rope_theta, max_sequence_length,
       weight_tying (LM head shares the embedding; LLaDA-8B: False), init_std.
-    - mask_token_id, eos_token_id, pad_token_id, bos_token_id (SPEC 1: LLaDA's mask is 126336).
+    - mask_token_id, eos_token_id, pad_token_id, bos_token_id (docs/method.md §1: LLaDA's mask is 126336).
     """
 
     model_type: ClassVar[str] = "llada"
@@ -87,7 +87,7 @@ class LLaDAConfig(PretrainedConfig):
     init_cutoff_factor: float | None = None
     precision: str | None = None
     use_cache: bool = False
-    # Special tokens (LLADA_ARCH.md "Tokens").
+    # Special tokens (docs/llada.md "Tokens").
     mask_token_id: int | None = 126336
     eos_token_id: int | None = 126081
     pad_token_id: int | None = 126081

@@ -1,11 +1,11 @@
 """The one forward call every sampler and estimator goes through.
 
-It hides per-family differences (SPEC 1):
+It hides per-family differences (docs/method.md §1):
 - Dream-style models predict token i from the output at position i-1, so their logits are
   shifted right by one to line up with LLaDA's convention (position i predicts token i).
-- Attention masks (SPEC 2 item 4): LLaDA (native `LLaDAModelLM`) takes the [B, L] padding mask
+- Attention masks (docs/method.md §2 item 4): LLaDA (native `LLaDAModelLM`) takes the [B, L] padding mask
   as is and derives positions from it. Dream's forward hands a tensor mask straight to SDPA and
-  does not expand a 2-D mask (LLADA_ARCH.md "Dream"), so for Dream a boolean [B, 1, L, L]
+  does not expand a 2-D mask (docs/llada.md "Dream"), so for Dream a boolean [B, 1, L, L]
   key-padding mask and position_ids = cumsum(mask) - 1 are built here.
 """
 

@@ -1,7 +1,7 @@
 """Load a diffusion LM by name: a local folder, a built-in tiny model, or a hub id.
 
 `load_model` returns the model, its tokenizer and a `DiffusionSpec`, the one small object the
-rest of d1 consumes (mask / eos / pad ids and whether logits are shifted, SPEC 1).
+rest of d1 consumes (mask / eos / pad ids and whether logits are shifted, docs/method.md §1).
 
 Resolution of `name_or_path`: an existing local folder, else a built-in tiny name
 (`TINY_CONFIGS`, freshly initialised from `seed`), else a hub id. Checkpoints whose
@@ -9,7 +9,7 @@ Resolution of `name_or_path`: an existing local folder, else a built-in tiny nam
 ignored: the native class reads the official state dict unchanged); other families load through
 `AutoModel` with `trust_remote_code` and take their spec from `FAMILIES`.
 
-LoRA (`LoraSettings`, `apply_lora`) fixes d1's reference-code defect (SPEC 8) of naming modules
+LoRA (`LoraSettings`, `apply_lora`) fixes d1's reference-code defect (docs/method.md §8) of naming modules
 that do not exist in LLaDA: target names are checked against the model and a missing one is an
 error, never a silent no-op.
 """
@@ -43,7 +43,7 @@ from d1.models.configuration_llada import LLaDAConfig
 from d1.models.modeling_llada import LLaDAModelLM
 from d1.models.tiny import TINY_CONFIGS, make_tiny_model
 
-# LLaDA's linear layers (SPEC 8): every per-block projection. `ff_out` is also the name of the LM
+# LLaDA's linear layers (docs/method.md §8): every per-block projection. `ff_out` is also the name of the LM
 # head `model.transformer.ff_out`; `apply_lora` leaves the head out unless asked (adapt_lm_head).
 LLADA_LORA_TARGETS: tuple[str, ...] = (
     "q_proj",
@@ -71,9 +71,9 @@ class DiffusionSpec:
     """What samplers, estimators and trainers need to know about a diffusion LM family.
 
     family: "llada", "dream", or another model_type loaded with an explicit mask id.
-    mask_token_id: the mask token M (LLaDA 126336, Dream 151666; SPEC 1).
+    mask_token_id: the mask token M (LLaDA 126336, Dream 151666; docs/method.md §1).
     eos_token_id / pad_token_id: end of text and padding (LLaDA: both 126081).
-    logit_shift: True when position i is predicted from the output at i-1 (Dream, SPEC 1);
+    logit_shift: True when position i is predicted from the output at i-1 (Dream, docs/method.md §1);
         pass it to `d1.models.forward.model_logits`.
     """
 
@@ -105,7 +105,7 @@ FAMILIES: dict[str, _Family] = {
 
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters; defaults are d1's (SPEC 3/4: r 128, alpha 256, dropout 0.05).
+    """LoRA hyper-parameters; defaults are d1's (docs/method.md §3-§4: r 128, alpha 256, dropout 0.05).
 
     target_modules: leaf names of the linear layers to adapt. The default is every per-block
         projection of LLaDA (`load_model` swaps in the family's equivalent, e.g. Dream's Qwen
@@ -148,7 +148,7 @@ def apply_lora(model: nn.Module, settings: LoraSettings | None = None):
 
     Every target name must be the leaf name of at least one linear layer of the model; the error
     lists the model's linear-layer names otherwise (d1's reference code silently adapted only
-    the names that happened to exist, SPEC 8). The LM head is excluded unless
+    the names that happened to exist, docs/method.md §8). The LM head is excluded unless
     `settings.adapt_lm_head`. Adapters start at zero (B = 0), so the wrapped model initially
     computes exactly the base model.
     """

@@ -1,7 +1,7 @@
 """A character-level tokenizer with LLaDA's special tokens and chat layout, for the tiny models.
 
 Every printable ASCII character, newline and tab is one token; anything else maps to `<unk>`.
-The special tokens use LLaDA-8B-Instruct's strings (LLADA_ARCH.md "Tokens"), each a single id,
+The special tokens use LLaDA-8B-Instruct's strings (docs/llada.md "Tokens"), each a single id,
 so prompts rendered for the tiny models have the same structure as for the real one.
 Like LLaDA's tokenizer it does not add `<|startoftext|>` by itself; the chat template does.
 """

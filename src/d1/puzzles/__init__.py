@@ -1,5 +1,5 @@
 """Offline puzzle logic for the Countdown and Sudoku tasks: generators, exact solvers,
-demonstrations for SFT, d1's reward rules and d1's file formats (SPEC 5).
+demonstrations for SFT, d1's reward rules and d1's file formats (docs/method.md §5).
 
 Pure functions with no model or tokenizer dependency; `d1.tasks.countdown` and
 `d1.tasks.sudoku` wrap them as `Task`s.

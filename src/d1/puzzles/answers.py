@@ -1,4 +1,4 @@
-"""d1's answer extraction for the puzzle rewards (SPEC 5, Countdown and Sudoku).
+"""d1's answer extraction for the puzzle rewards (docs/method.md §5, Countdown and Sudoku).
 
 d1's `extract_solution` / `extract_answer_sudoku` take the *last* match of the non-greedy
 `re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)`, or nothing. That differs in edge

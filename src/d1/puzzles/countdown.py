@@ -1,4 +1,4 @@
-"""Countdown: solver, offline generator, d1's reward rule and d1's data formats (SPEC 5).
+"""Countdown: solver, offline generator, d1's reward rule and d1's data formats (docs/method.md §5).
 
 A problem is a few integers and a target; an answer is an expression that uses every number
 exactly once with + - * / and parentheses. d1 trains on `Jiayi-Pan/Countdown-Tasks-3to4`
@@ -46,7 +46,7 @@ __all__ = [
     "write_countdown",
 ]
 
-# d1's `compute_score` constants (SPEC 5).
+# d1's `compute_score` constants (docs/method.md §5).
 COUNTDOWN_SCORE = 1.0
 COUNTDOWN_FORMAT_SCORE = 0.1
 COUNTDOWN_TOLERANCE = Fraction(1, 10**5)
@@ -346,7 +346,7 @@ def countdown_reward(
     score: float = COUNTDOWN_SCORE,
     format_score: float = COUNTDOWN_FORMAT_SCORE,
 ) -> float:
-    """d1's Countdown reward (`compute_score`, SPEC 5) for one completion.
+    """d1's Countdown reward (`compute_score`, docs/method.md §5) for one completion.
 
     0 when there is no closed `<answer>...</answer>` block; 1.0 when its expression uses
     exactly the given numbers and is within 1e-5 of the target; else 0.1 (an answer that

@@ -3,7 +3,7 @@
 A generated problem goes to train, validation or test according to a hash of its canonical key
 (Countdown: the sorted numbers and the target; Sudoku: the puzzle string). Because the split
 is a function of the problem, two splits can never share a problem, whatever the generator
-seed, size or difficulty each was generated with (SPEC 7: model choice on a validation split,
+seed, size or difficulty each was generated with (docs/method.md §7: model choice on a validation split,
 never the test set), and a split's first n problems do not change when other splits grow.
 """
 

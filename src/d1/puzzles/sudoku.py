@@ -1,4 +1,4 @@
-"""4x4 Sudoku: exact solver, offline generator, d1's reward rule and d1's CSV format (SPEC 5).
+"""4x4 Sudoku: exact solver, offline generator, d1's reward rule and d1's CSV format (docs/method.md §5).
 
 A grid is a 16-character string read row by row, digits 1-4, '0' for an empty cell; rows,
 columns and the four 2x2 boxes must each hold 1-4 once. There are exactly 288 valid grids, so
@@ -332,7 +332,7 @@ def sudoku_cell_score(answer: str | None, puzzle: str, solution: str) -> tuple[i
 
 
 def sudoku_reward(text: str, puzzle: str, solution: str) -> float:
-    """d1's Sudoku reward (`sudoku_reward_func`, SPEC 5) for one completion.
+    """d1's Sudoku reward (`sudoku_reward_func`, docs/method.md §5) for one completion.
 
     The digits of the last closed `<answer>` block, padded with '0' / truncated to 16, scored
     as the fraction of the puzzle's empty cells that match `solution`. 0 with no answer block,

@@ -1,4 +1,4 @@
-"""Masked SFT (SPEC 3): loss, data, trainer. `from d1.sft import SFTConfig, train_sft`."""
+"""Masked SFT (docs/method.md §3): loss, data, trainer. `from d1.sft import SFTConfig, train_sft`."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""`SFTConfig`: the masked-SFT run config. Defaults reproduce the paper (SPEC 3).
+"""`SFTConfig`: the masked-SFT run config. Defaults reproduce the paper (docs/method.md §3).
 
 Paper / d1 settings: LLaDA-8B-Instruct, s1K, LoRA r 128 alpha 256 dropout 0.05, lr 1e-5 (AdamW,
 weight decay 0.1, linear decay, no warm-up, max grad norm 1.0: transformers' Trainer defaults
 as d1 used them), 20 epochs, effective batch 8, 4,096 tokens with EOS padding, 1 % of the data
 held out to choose the checkpoint by eval loss (evaluated every 100 steps).
 One deliberate difference: LoRA adapts all of LLaDA's linear layers (d1's target names matched
-only q/k/v; SPEC 8); set `lora.target_modules=[q_proj,k_proj,v_proj]` to reproduce d1 exactly.
+only q/k/v; docs/method.md §8); set `lora.target_modules=[q_proj,k_proj,v_proj]` to reproduce d1 exactly.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _paper_training() -> TrainingConfig:
 
 @dataclass
 class SFTConfig:
-    """A masked-SFT run (SPEC 3). Sections: model, lora (null = full fine-tuning), optim,
+    """A masked-SFT run (docs/method.md §3). Sections: model, lora (null = full fine-tuning), optim,
     train, data; plus the forward process's `eps` and optional generation-accuracy eval.
 
     Attributes:

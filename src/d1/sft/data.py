@@ -1,6 +1,6 @@
 """Masked-SFT data: demonstrations -> chat-templated prompt ids + response ids -> padded batches.
 
-Sources (SPEC 3):
+Sources (docs/method.md §3):
 - s1K-style rows (`simplescaling/s1K`: `question`, `thinking_trajectories` (a list; the first
   trace is used), `attempt`), rendered as `<reasoning>\\n{trace}\\n</reasoning>\\n<answer>\\n
   {attempt}\\n</answer>`, the layout of d1's system prompt;
@@ -16,7 +16,7 @@ Layout of one sequence (never truncated: a too-long example is dropped, counted 
 The prompt ids are exactly what the sampler sees at inference (the rendered prompt tokenised on
 its own), so the assistant header belongs to the prompt: d1's script counted it as response,
 i.e. trained the model to generate the header it is always given. The EOS padding is part of
-the response and of the loss, so the model learns to stop (SPEC 3).
+the response and of the loss, so the model learns to stop (docs/method.md §3).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ S1K_FIELDS: tuple[str, ...] = ("question", "thinking_trajectories", "attempt")
 
 
 def format_reasoning_answer(reasoning: str, answer: str) -> str:
-    """`<reasoning>\\n..\\n</reasoning>\\n<answer>\\n..\\n</answer>` (SPEC 5's response layout)."""
+    """`<reasoning>\\n..\\n</reasoning>\\n<answer>\\n..\\n</answer>` (docs/method.md §5's response layout)."""
     return f"<reasoning>\n{reasoning.strip()}\n</reasoning>\n<answer>\n{answer.strip()}\n</answer>"
 
 

@@ -1,4 +1,4 @@
-"""The masked SFT loss (SPEC 3), as a pure function of logits and the forward-process draw.
+"""The masked SFT loss (docs/method.md §3), as a pure function of logits and the forward-process draw.
 
 Per sequence b with response positions R_b (the demonstration, its end-of-turn token and the EOS
 padding) and masked positions M_b within R_b, drawn with probability p_b:
@@ -8,7 +8,7 @@ padding) and masked positions M_b within R_b, drawn with probability p_b:
 and the batch loss is the mean of loss_b over the batch (LLaDA's SFT guideline). Prompt tokens
 are never masked and never enter the loss. d1's reference code divided the summed loss by the
 response-token count of the whole batch instead (identical for batch size 1 and for equal
-response lengths); we follow SPEC 3.
+response lengths); we follow docs/method.md §3.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def masked_sft_loss(
     p_mask: torch.Tensor,
     response_mask: torch.Tensor,
 ) -> SFTLoss:
-    """Masked diffusion SFT loss (SPEC 3): sum of CE/p over masked response tokens / |response|.
+    """Masked diffusion SFT loss (docs/method.md §3): sum of CE/p over masked response tokens / |response|.
 
     Args:
         logits: [B, L, V] model logits where position i scores the token at i (use

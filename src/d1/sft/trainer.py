@@ -1,4 +1,4 @@
-"""`train_sft`: masked SFT (SPEC 3) on the shared training toolkit.
+"""`train_sft`: masked SFT (docs/method.md §3) on the shared training toolkit.
 
 Per micro-batch: each sequence's response is masked by LLaDA's forward process (`t ~ U(0, 1)`,
 mask probability `(1 - eps) t + eps`) with noise drawn from a generator keyed by (seed, epoch,

@@ -1,7 +1,7 @@
 """The task interface: data, the prompt, reward components and the evaluation scorer.
 
 A task bundles, in one module, everything d1 needs to know about one kind of problem
-(SPEC section 5). Trainers and the evaluator only ever talk to this interface.
+(docs/method.md §5). Trainers and the evaluator only ever talk to this interface.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from d1.tasks.timeout import SCORE_TIMEOUT_S, call_with_time_limit
 
-# d1's system prompt (SPEC 5): the model answers as <reasoning>..</reasoning><answer>..</answer>.
+# d1's system prompt (docs/method.md §5): the model answers as <reasoning>..</reasoning><answer>..</answer>.
 SYSTEM_PROMPT = """
 Respond in the following format:
 <reasoning>

@@ -1,4 +1,4 @@
-"""Code tasks (SPEC 5): KodCode-Light-RL-10K for RL, HumanEval and MBPP for evaluation.
+"""Code tasks (docs/method.md §5): KodCode-Light-RL-10K for RL, HumanEval and MBPP for evaluation.
 
 Prompt: d1's (diffu-grpo/data_utils.py `get_code_questions`) user turn
 `SYSTEM_PROMPT + "\\n\\nYou are a coding expert. You will be given a coding problem to solve.
@@ -512,7 +512,7 @@ class CodeTask(Task):
     def correctness_reward(
         self, completions: Sequence[str], examples: Sequence[Example]
     ) -> list[float]:
-        """passed / total tests of the extracted program, in [0, 1] (SPEC 5)."""
+        """passed / total tests of the extracted program, in [0, 1] (docs/method.md §5)."""
         return [0.0 if r is None else r.fraction for r in self.run(completions, examples)]
 
     def reward_functions(self) -> dict[str, RewardFn]:

@@ -1,4 +1,4 @@
-"""Countdown (3 numbers): reach a target with + - * /, using each given number once (SPEC 5).
+"""Countdown (3 numbers): reach a target with + - * /, using each given number once (docs/method.md §5).
 
 Data: "train" and "validation" come from the hub dataset `Jiayi-Pan/Countdown-Tasks-3to4`
 (fields `nums`, `target`; its only split, "train") filtered to 3 numbers as d1 does; the
@@ -14,7 +14,7 @@ Prompt: d1 trains with `SYSTEM_PROMPT + "\\n" + instruction(numbers, target)`
 asks for `\\boxed{}` inside the answer tags, the problem as "Numbers: [..]\\nTarget: t", and the
 assistant turn pre-filled with "<reasoning>". `prompt_style="train"` (default) uses the
 training prompt everywhere; `"d1_eval"` reproduces d1's evaluation prompt (to compare with
-SPEC 6); `"compact"` is a one-line prompt ("30 100 93 -> 23") for tiny character-level models.
+docs/method.md §6); `"compact"` is a one-line prompt ("30 100 93 -> 23") for tiny character-level models.
 
 Reward (RL, d1's only Countdown reward, `d1.puzzles.countdown.countdown_reward`): 1.0 when the
 last closed `<answer>` block holds an expression using exactly the given numbers and within
@@ -201,7 +201,7 @@ def parse_countdown_expression(completion: str, numbers: Sequence[int]) -> str |
 
 
 class CountdownTask(Task):
-    """Countdown with 3 numbers (SPEC 5); see the module docstring for data, prompts, rewards."""
+    """Countdown with 3 numbers (docs/method.md §5); see the module docstring for data, prompts, rewards."""
 
     name = "countdown"
 
@@ -403,7 +403,7 @@ class CountdownTask(Task):
     def countdown_reward(
         self, completions: Sequence[str], examples: Sequence[Example]
     ) -> list[float]:
-        """d1's Countdown reward per completion: 1.0 / 0.1 / 0 (SPEC 5), on the last
+        """d1's Countdown reward per completion: 1.0 / 0.1 / 0 (docs/method.md §5), on the last
         `MAX_PARSE_CHARS` characters."""
         return [
             countdown_reward(tail(c), ex.meta["numbers"], ex.meta["target"])

@@ -1,7 +1,7 @@
 """Shared data loading for every task: rows from a local file or the hub, checks, splits.
 
 Tasks turn rows into `Example`s; this module only fetches rows, validates them and carves a
-validation split out of a training set (SPEC 7: checkpoint choice on a validation split, never
+validation split out of a training set (docs/method.md §7: checkpoint choice on a validation split, never
 the test set). It never silently drops or repairs rows: malformed data raises a
 `d1.errors.DataError` (a `ValueError`) naming the source, the row and the problem.
 """
@@ -224,7 +224,7 @@ def split_train_validation(
     validation_size: int | None = None,
     seed: int = 0,
 ) -> tuple[list[Example], list[Example]]:
-    """Deterministically hold out a validation split from training examples (SPEC 7).
+    """Deterministically hold out a validation split from training examples (docs/method.md §7).
 
     Examples are grouped so that any two sharing an id or a (whitespace/case-normalised)
     question text stay together; groups are ordered by a seeded hash of their content

@@ -1,15 +1,15 @@
-"""d1's format rewards and the answer-extraction helpers every task shares (SPEC 5).
+"""d1's format rewards and the answer-extraction helpers every task shares (docs/method.md §5).
 
 The format rewards follow d1's `diffu-grpo/reward_func.py` (itself from Will Brown's GRPO demo)
 with its defects fixed; `d1_compat=True` reproduces the published code exactly:
 
 - The official soft/strict regexes lack `re.DOTALL`, so `.` never crosses a newline and any
-  completion with multi-line reasoning never earns the format rewards (SPEC 5 "fixed").
+  completion with multi-line reasoning never earns the format rewards (docs/method.md §5 "fixed").
 - d1's xml-count subtracts the trailing-text penalty twice, and in its first term measures the
   text after `"\\n</answer>\\n"`, which is the *whole completion* when the closing tag is not
   followed by a newline (the usual case once the EOS token is stripped): a well-formed answer
   of 300 characters lost 0.3. We subtract 0.001 per character after the closing tag once
-  (one newline directly after the tag is free), as SPEC 5 states the rule.
+  (one newline directly after the tag is free), as docs/method.md §5 states the rule.
 
 Extraction helpers never raise on arbitrary text; they return None when nothing is found.
 All of them run in linear time (no backtracking regex over unbounded text), and the answer
@@ -29,7 +29,7 @@ XML_TRAILING_PENALTY = 0.001
 SOFT_FORMAT_REWARD = 0.5
 STRICT_FORMAT_REWARD = 0.5
 
-# d1's patterns (SPEC 5), for reference: `soft_format_ok` / `strict_format_ok` decide the same
+# d1's patterns (docs/method.md §5), for reference: `soft_format_ok` / `strict_format_ok` decide the same
 # matches in linear time (the lazy `.*?` makes the regexes quadratic on repeated tags; the
 # tests check both against the regexes).
 SOFT_FORMAT_PATTERN = r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>"

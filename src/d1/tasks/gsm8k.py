@@ -1,6 +1,6 @@
 """GSM8K (`openai/gsm8k`, config `main`): grade-school word problems with integer answers.
 
-Data (SPEC 5): the gold answer is the text after `####` with thousands separators removed.
+Data (docs/method.md §5): the gold answer is the text after `####` with thousands separators removed.
 "train" and "validation" come from the hub train split (the validation split is held out
 deterministically by `d1.tasks.data.split_train_validation`; `validation_size=0` trains on the
 whole hub train split as d1 does); "test" is the hub test split (1,319 problems). A local file
@@ -11,7 +11,7 @@ Prompt: d1 trains with the user turn `SYSTEM_PROMPT + "\\n\\n" + question`
 instruction asking for `\\boxed{}` inside the same tags, and the assistant turn pre-filled with
 `<reasoning>`. `prompt_style="train"` (default) uses the training prompt everywhere, so a model
 is evaluated on the prompt it was trained on; `prompt_style="d1_eval"` reproduces d1's
-evaluation prompt exactly (needed to compare with the published tables, SPEC 6).
+evaluation prompt exactly (needed to compare with the published tables, docs/method.md §6).
 
 Rewards (max 4.0): xmlcount, soft_format, strict_format (d1's, DOTALL fixed; see
 `d1.tasks.formatting`), int_answer 0.5 and correctness 2.0 on the `<answer>` text, which is
@@ -20,7 +20,7 @@ d1 compared raw strings ("1,000" or "$18" scored 0) and used `str.isdigit` (nega
 never earned int_answer). An integral decimal ("18.0") is correct but does not earn int_answer,
 which rewards writing the answer as an integer.
 
-Scoring (SPEC 5, generous): the last `\\boxed{}` holding a number, else the `<answer>` text's
+Scoring (docs/method.md §5, generous): the last `\\boxed{}` holding a number, else the `<answer>` text's
 last number, else the completion's last number; correct when numerically equal to the gold.
 `d1_compat=True` reproduces d1's eval/parse_and_get_acc.py exactly (first `\\boxed{}` via a
 regex that stops at the first `}`, the first number inside it, only closed `<answer>` tags,
@@ -116,7 +116,7 @@ def box_number(content: str) -> str | None:
 
 
 def parse_answer(completion: str, *, number_fallback: bool = True) -> str | None:
-    """Generous GSM8K answer parser (SPEC 5) on the completion cut at its first EOS: the last
+    """Generous GSM8K answer parser (docs/method.md §5) on the completion cut at its first EOS: the last
     `\\boxed{}` that holds a number (`box_number`), else the last number of the `<answer>`
     text (closed or not), else (with `number_fallback`) the last number of the completion."""
     text = tail(strip_special_tokens(completion))
@@ -207,7 +207,7 @@ class GSM8KTask(Task):
         validation_size: examples (int) or fraction (float) of the hub train split held out
             as "validation"; 0 keeps all of it for training (d1).
         number_fallback: when the completion has neither a boxed number nor an `<answer>`
-            number, score its last number (SPEC 5's generous parser); False scores it wrong.
+            number, score its last number (docs/method.md §5's generous parser); False scores it wrong.
         """
         if prompt_style not in ("train", "d1_eval"):
             raise ValueError(f"prompt_style must be 'train' or 'd1_eval', got {prompt_style!r}.")

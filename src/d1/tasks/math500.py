@@ -1,6 +1,6 @@
 """MATH (competition mathematics): trained on `ankner/math-500`, evaluated on MATH-500.
 
-Data (SPEC 5): "train"/"validation" come from `ankner/math-500` (split "train"; the validation
+Data (docs/method.md §5): "train"/"validation" come from `ankner/math-500` (split "train"; the validation
 split is held out deterministically, `validation_size=0` keeps it all for training as d1 does);
 "test" is `HuggingFaceH4/MATH-500` (500 problems). Rows have `problem` and `answer` and/or
 `solution`; the gold is `answer` when present, else the last `\\boxed{}` of `solution`
@@ -20,7 +20,7 @@ range {0.25, 0.5, 0.75, 1.0}. d1 tested `"\\boxed" in r` with a non-raw string (
 backspace), so the box bonus never fired and d1's values were only 0.25 / 0.75; d1 also gave
 the tag bonus for an opening `<answer>` alone.
 
-Scoring (SPEC 5, generous): the last complete `\\boxed{}`, else the `<answer>` text, else the
+Scoring (docs/method.md §5, generous): the last complete `\\boxed{}`, else the `<answer>` text, else the
 last number, compared with `math_equal`. `d1_compat=True` reproduces d1's eval exactly: its
 `last_boxed_only_string` returns the *whole completion* when there is no box, so the
 `<answer>` fallback is dead code and unboxed answers are scored by comparing the whole text;

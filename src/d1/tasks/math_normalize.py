@@ -1,4 +1,4 @@
-"""The project's one math-answer normaliser and equivalence check (SPEC 5, 8).
+"""The project's one math-answer normaliser and equivalence check (docs/method.md §5, 8).
 
 d1 ships three copies of the MATH (Hendrycks) string normaliser; this module is the single
 implementation used by the MATH reward, the MATH scorer and the GSM8K number parsing.

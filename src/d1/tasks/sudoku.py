@@ -1,4 +1,4 @@
-"""4x4 Sudoku: fill the empty cells ('0') of a 16-character grid (SPEC 5).
+"""4x4 Sudoku: fill the empty cells ('0') of a 16-character grid (docs/method.md §5).
 
 Data: "test" is d1's `4x4_test_sudoku.csv` (500 puzzles, 8 blanks each, shipped in `d1/data/`);
 d1 evaluates 256 of them, drawn by `np.random.choice(500, 256, replace=False)` right after
@@ -128,7 +128,7 @@ def parse_sudoku_answer(completion: str) -> str | None:
 
 
 class SudokuTask(Task):
-    """4x4 Sudoku (SPEC 5); see the module docstring for data, prompts, rewards, metrics."""
+    """4x4 Sudoku (docs/method.md §5); see the module docstring for data, prompts, rewards, metrics."""
 
     name = "sudoku"
 

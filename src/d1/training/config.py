@@ -62,7 +62,7 @@ class LoraConfig:
         alpha: scaling numerator (the update is scaled by alpha / r).
         dropout: dropout on the adapter input.
         target_modules: leaf names of the linear layers to adapt; default: every per-block
-            projection of LLaDA (SPEC 8: d1's names matched only q/k/v), mapped to the
+            projection of LLaDA (docs/method.md §8: d1's names matched only q/k/v), mapped to the
             family's own names for other families (Dream).
         adapt_lm_head: also adapt the output head.
     """
