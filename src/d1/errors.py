@@ -7,7 +7,9 @@ callers that caught the plain `ValueError`s of earlier versions keep working.
 
 from __future__ import annotations
 
-__all__ = ["D1Error", "DataError", "ModelNotFoundError", "OutputError"]
+from pathlib import Path
+
+__all__ = ["D1Error", "DataError", "ModelNotFoundError", "OutputError", "make_folder"]
 
 
 class D1Error(ValueError):
@@ -31,3 +33,11 @@ LOCAL_DATA_HINT = (
     "pass a local file instead: `d1 eval --data TASK=PATH`, `tasks[i].path=PATH` in a diffu-GRPO "
     "config or `data.path=PATH` in an SFT config (`d1 data` generates Sudoku / Countdown)"
 )
+
+
+def make_folder(path: Path, *, what: str, fix: str) -> None:
+    """`mkdir -p path`, or an `OutputError` naming `what` (e.g. "the run folder") and `fix`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"Cannot create {what} {path} ({e.strerror or e}); {fix}.") from None

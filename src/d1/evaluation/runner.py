@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from d1.config import ConfigError
-from d1.errors import OutputError
+from d1.errors import make_folder
 from d1.evaluation.stats import Summary, format_pct, format_summary, summarize
 from d1.sampling.config import SamplerConfig
 from d1.sampling.steps import SamplingStats
@@ -566,13 +566,7 @@ def write_outputs(result: EvalResult, out: Path, title: str = "Evaluation") -> P
 
     import d1
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(
-            f"Cannot create the output folder {out} ({e.strerror or e}); pass --out with a "
-            "writable folder."
-        ) from None
+    make_folder(out, what="the output folder", fix="pass --out with a writable folder")
     gen_dir = out / "generations"
     gen_dir.mkdir(exist_ok=True)
     for r in result.runs:

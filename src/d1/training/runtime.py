@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from d1.errors import OutputError
+from d1.errors import make_folder
 from d1.training.config import LoraConfig, ModelConfig, TrainingConfig, active_lora
 from d1.training.data import derive_seed
 
@@ -91,13 +91,7 @@ def prepare_run_dir(train: TrainingConfig, default_name: str, accelerator: Any) 
             for name in ("metrics.jsonl", "samples.jsonl"):
                 (run_dir / name).unlink(missing_ok=True)
     if accelerator.is_main_process:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(
-                f"Cannot create the run folder {run_dir} ({e.strerror or e}); set "
-                "train.output_dir to a writable folder."
-            ) from None
+        make_folder(run_dir, what="the run folder", fix="set train.output_dir to a writable folder")
     accelerator.wait_for_everyone()
     return run_dir
 
