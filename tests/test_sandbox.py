@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import d1.sandbox.harness  # noqa: F401  (tests reach private helpers as sandbox.<module>.<name>)
 from d1 import sandbox
 from d1.sandbox import SandboxJob, SandboxLimits, run_many, run_tests
 
@@ -29,7 +30,7 @@ def src(text: str) -> str:
 
 def session_alive(pid: int) -> list[int]:
     """Live (non-zombie) processes whose process group or session is `pid`."""
-    return sandbox._session_members(pid)
+    return sandbox.parent._session_members(pid)
 
 
 # -- counting ------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_session_kill_reaps_a_real_process_tree():
     try:
         assert proc.stdout.readline().strip() == b"ready"
         assert len(session_alive(proc.pid)) == 4
-        sandbox._terminate_session(proc.pid)
+        sandbox.parent._terminate_session(proc.pid)
         proc.wait(timeout=5)
         deadline = time.monotonic() + 5
         while session_alive(proc.pid) and time.monotonic() < deadline:
@@ -352,14 +353,14 @@ def test_user_task_count_counts_threads_of_the_user():
     # Used for RLIMIT_NPROC when not root (the limit is then this count + max_tasks).
     import threading
 
-    before = sandbox._user_task_count(os.getuid())
+    before = sandbox.harness._user_task_count(os.getuid())
     stop = threading.Event()
     threads = [threading.Thread(target=stop.wait) for _ in range(3)]
     for t in threads:
         t.start()
     try:
-        assert sandbox._user_task_count(os.getuid()) >= before + 3 - 2  # others may exit
-        assert sandbox._user_task_count(os.getuid()) >= 4  # this process: main + 3 threads
+        assert sandbox.harness._user_task_count(os.getuid()) >= before + 3 - 2  # others may exit
+        assert sandbox.harness._user_task_count(os.getuid()) >= 4  # this process: main + 3 threads
     finally:
         stop.set()
         for t in threads:
@@ -530,7 +531,7 @@ def test_resolver_matches_realpath(tmp_path, monkeypatch):
     os.symlink(f"{base}/abs_link", f"{base}/chain")  # link to a link
     os.symlink(f"{base}/loop1", f"{base}/loop2")
     os.symlink(f"{base}/loop2", f"{base}/loop1")
-    real = sandbox._make_resolver(lambda reason: (_ for _ in ()).throw(OSError(reason)))
+    real = sandbox.audit._make_resolver(lambda reason: (_ for _ in ()).throw(OSError(reason)))
     monkeypatch.chdir(f"{base}/a")
     paths = [
         f"{base}/abs_link/c",
@@ -657,7 +658,7 @@ def test_temporary_directory_is_removed_even_if_made_unwritable():
 
 
 def test_the_job_file_and_nonce_never_reach_the_candidate(monkeypatch):
-    monkeypatch.setattr(sandbox.secrets, "token_hex", lambda n: "NONCE1234567890abcdef")
+    monkeypatch.setattr(sandbox.parent.secrets, "token_hex", lambda n: "NONCE1234567890abcdef")
     monkeypatch.setenv("D1_TEST_SECRET_TOKEN", "s3cret")  # must not reach the candidate
     code = src(
         """
@@ -967,5 +968,5 @@ def test_run_many_keeps_order_and_bounds_workers(monkeypatch):
     assert [r.passed for r in results] == [1, 2, 1, 1]
     assert sandbox.available_cpus() >= 1
     # The pool never exceeds the cores: with one core allowed, runs are sequential.
-    monkeypatch.setattr(sandbox, "available_cpus", lambda: 1)
+    monkeypatch.setattr(sandbox.parent, "available_cpus", lambda: 1)
     assert [r.passed for r in run_many(jobs[:2], max_workers=8)] == [1, 2]
