@@ -7,6 +7,7 @@ All runs are bounded: short timeouts, bounded loops, small allocations refused b
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -22,6 +23,16 @@ from d1 import sandbox
 from d1.sandbox import SandboxJob, SandboxLimits, run_many, run_tests
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux-only")
+
+
+@pytest.fixture(autouse=True, params=["auto", "pytest"])
+def runner(request, monkeypatch):
+    """Every test runs twice: with the default runner ("auto": exec for assert snippets,
+    real pytest for `__d1_call__` tests) and with every job forced through real pytest."""
+    for name in ("run_tests", "run_many"):
+        fn = getattr(sandbox, name)
+        monkeypatch.setitem(globals(), name, functools.partial(fn, runner=request.param))
+    return request.param
 
 
 def src(text: str) -> str:
@@ -681,6 +692,8 @@ def test_the_job_file_and_nonce_never_reach_the_candidate(monkeypatch):
     # sandbox's own fixed variables (whatever the parent's values of those are).
     own = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL")
     own += ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    # pytest's own: the sandbox sets the first, the child's pytest sets its version.
+    own += ("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "PYTEST_VERSION")
     for key in os.environ:
         if key not in own:
             assert f"'{key}':" not in r.stdout

@@ -97,247 +97,12 @@ def _exception_name(exc: BaseException, _type=type) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:64] or "Exception"
 
 
-def _make_pytest_runner(root: str):
-    """`__d1_call__`: run one pytest-style test item (parametrize, fixtures, classes).
-
-    Built before untrusted code runs, so the modules it uses are the genuine ones.
-    """
-    import collections
-    import inspect
-    import io
-    import pathlib
-    import unittest
-
-    signature = inspect.signature
-    isgenerator = inspect.isgenerator
-    iscoroutine = inspect.iscoroutine
-    StringIO = io.StringIO
-    Path = pathlib.Path
-    TestCase = unittest.TestCase
-    CaptureResult = collections.namedtuple("CaptureResult", ["out", "err"])
-    counter = [0]
-
-    class Skipped(Exception):
-        """A test skipped at run time (`skip`/`skipif` mark): counted as not passed."""
-
-    class Capture:
-        """`capsys` / `capfd`: sys.stdout / sys.stderr captured in memory."""
-
-        def __init__(self) -> None:
-            self._saved = (sys.stdout, sys.stderr)
-            self._out, self._err = StringIO(), StringIO()
-            sys.stdout, sys.stderr = self._out, self._err
-
-        def readouterr(self):
-            out, err = self._out.getvalue(), self._err.getvalue()
-            for buf in (self._out, self._err):
-                buf.seek(0)
-                buf.truncate()
-            return CaptureResult(out, err)
-
-        def close(self) -> None:
-            sys.stdout, sys.stderr = self._saved
-
-        def disabled(self):
-            capture = self
-
-            class _Disabled:
-                def __enter__(self_inner):
-                    sys.stdout, sys.stderr = capture._saved
-
-                def __exit__(self_inner, *exc):
-                    sys.stdout, sys.stderr = capture._out, capture._err
-                    return False
-
-            return _Disabled()
-
-    def fresh_dir() -> str:
-        counter[0] += 1
-        path = os.path.join(root, f"pytest-tmp-{counter[0]}")
-        os.mkdir(path)
-        return path
-
-    def fixture_function(obj):
-        """The plain function behind a `@pytest.fixture` object, and its marker (or None)."""
-        fn = getattr(obj, "_fixture_function", None)  # pytest >= 8.4
-        if fn is not None:
-            return fn, getattr(obj, "_fixture_function_marker", None)
-        wrapped = getattr(obj, "__pytest_wrapped__", None)  # older pytest
-        if wrapped is not None:
-            return wrapped.obj, getattr(obj, "_pytestfixturefunction", None)
-        return None, None
-
-    def user_fixtures(*spaces) -> dict:
-        found = {}
-        for space in spaces:
-            for key, value in list(space.items()):
-                fn, marker = fixture_function(value)
-                if fn is not None:
-                    found[getattr(marker, "name", None) or key] = (fn, marker)
-        return found
-
-    def param_sets(marks) -> list[dict]:
-        sets: list[dict] = [{}]
-        for mark in marks:
-            if getattr(mark, "name", None) != "parametrize":
-                continue
-            args = list(getattr(mark, "args", ()))
-            kwargs = dict(getattr(mark, "kwargs", {}))
-            argnames = args[0] if args else kwargs["argnames"]
-            argvalues = args[1] if len(args) > 1 else kwargs["argvalues"]
-            if isinstance(argnames, str):
-                names = [n.strip() for n in argnames.split(",") if n.strip()]
-            else:
-                names = list(argnames)
-            rows = []
-            for value in argvalues:
-                if hasattr(value, "values") and hasattr(value, "marks") and hasattr(value, "id"):
-                    values = tuple(value.values)  # pytest.param(...)
-                elif len(names) == 1:
-                    values = (value,)
-                else:
-                    values = tuple(value)
-                if len(values) != len(names):
-                    raise TypeError(f"parametrize: {len(values)} values for names {names}")
-                rows.append(dict(zip(names, values, strict=True)))
-            sets = [{**a, **b} for a in sets for b in rows]
-        return sets
-
-    def skipped(marks) -> bool:
-        for mark in marks:
-            name = getattr(mark, "name", None)
-            if name == "skip":
-                return True
-            if name == "skipif":
-                conditions = list(getattr(mark, "args", ()))
-                if "condition" in getattr(mark, "kwargs", {}):
-                    conditions.append(mark.kwargs["condition"])
-                if any(c for c in conditions if not isinstance(c, str)):
-                    return True
-        return False
-
-    def call_with_fixtures(fn, params: dict, fixtures: dict, finalizers: list) -> None:
-        cache: dict = {}
-
-        def value_of(name: str, stack: tuple = ()):
-            if name in params:
-                return params[name]
-            if name in cache:
-                return cache[name]
-            if name in stack:
-                raise RecursionError(f"fixture cycle at {name!r}")
-            if name in fixtures:
-                ffn, _ = fixtures[name]
-                result = ffn(**arguments(ffn, (*stack, name)))
-                if isgenerator(result):
-                    gen = result
-                    result = next(gen)
-                    finalizers.append(lambda gen=gen: next(gen, None))
-            elif name == "tmp_path":
-                result = Path(fresh_dir())
-            elif name == "tmpdir":
-                try:
-                    from _pytest._py.path import LocalPath
-
-                    result = LocalPath(fresh_dir())
-                except ImportError:
-                    result = Path(fresh_dir())
-            elif name in ("capsys", "capfd"):
-                result = Capture()
-                finalizers.append(result.close)
-            elif name == "monkeypatch":
-                from _pytest.monkeypatch import MonkeyPatch
-
-                result = MonkeyPatch()
-                finalizers.append(result.undo)
-            else:
-                raise LookupError(f"fixture {name!r} not found")
-            cache[name] = result
-            return result
-
-        def arguments(func, stack: tuple = ()) -> dict:
-            out = {}
-            for pname, p in signature(func).parameters.items():
-                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                    continue
-                if pname in params or pname in fixtures or p.default is p.empty:
-                    out[pname] = value_of(pname, stack)
-            return out
-
-        for name, (_, marker) in fixtures.items():
-            if getattr(marker, "autouse", False):
-                value_of(name)
-        result = fn(**arguments(fn))
-        if iscoroutine(result):
-            import asyncio
-
-            asyncio.run(result)
-
-    def run(ns: dict, name: str, method: str | None = None) -> None:
-        owner = ns[name] if method is not None else None
-        fn = getattr(owner, method) if owner is not None else ns[name]
-        marks = list(getattr(fn, "pytestmark", []) or [])
-        if owner is not None:
-            marks += list(getattr(owner, "pytestmark", []) or [])
-        if skipped(marks):
-            raise Skipped(name)  # a skipped test is no evidence of a correct solution
-        spaces = [ns] if owner is None else [ns, dict(vars(owner))]
-        for params in param_sets(marks):
-            finalizers: list = []
-            try:
-                if owner is None:
-                    setup = ns.get("setup_function")
-                    if callable(setup):
-                        setup(fn) if signature(setup).parameters else setup()
-                        teardown = ns.get("teardown_function")
-                        if callable(teardown):
-                            finalizers.append(
-                                lambda t=teardown: t(fn) if signature(t).parameters else t()
-                            )
-                    call_with_fixtures(fn, params, user_fixtures(*spaces), finalizers)
-                elif isinstance(owner, type) and issubclass(owner, TestCase):
-                    owner.setUpClass()
-                    finalizers.append(owner.tearDownClass)
-                    case = owner(method)
-                    case.setUp()
-                    finalizers.append(case.tearDown)
-                    getattr(case, method)()
-                else:
-                    instance = owner()
-                    bound = getattr(instance, method)
-                    setup = getattr(instance, "setup_method", None)
-                    if callable(setup):
-                        setup(bound)
-                        teardown = getattr(instance, "teardown_method", None)
-                        if callable(teardown):
-                            finalizers.append(lambda t=teardown, b=bound: t(b))
-                    fixtures = user_fixtures(ns)
-                    for key, value in vars(owner).items():
-                        ffn, marker = fixture_function(value)
-                        if ffn is not None:
-                            # A fixture method: bind it to the instance.
-                            fixtures[getattr(marker, "name", None) or key] = (
-                                ffn.__get__(instance),
-                                marker,
-                            )
-                    call_with_fixtures(bound, params, fixtures, finalizers)
-            finally:
-                error = None
-                for finalizer in reversed(finalizers):
-                    try:
-                        finalizer()
-                    except BaseException as e:
-                        error = error or e
-                if error is not None:
-                    raise error
-
-    return run
-
-
 def _snapshot_modules():
     """A function that puts back every module attribute (builtins, stdlib, pytest, the harness)
-    rebound or deleted since this call, and every replaced `sys.modules` entry. Attributes that
-    were added, class attributes and object state are left alone."""
+    rebound or deleted since this call, every replaced `sys.modules` entry, and every class
+    attribute of pytest's and pluggy's own classes (the machinery that runs the tests and
+    writes their reports under the pytest runner). Attributes that were added, other classes'
+    attributes and object state are left alone."""
     modules = sys.modules
     saved_modules = dict(modules)
     saved = [
@@ -345,6 +110,15 @@ def _snapshot_modules():
         for name, m in list(modules.items())
         if m is not None and name != "solution" and isinstance(getattr(m, "__dict__", None), dict)
     ]
+    classes = {}
+    for name, m in list(modules.items()):
+        if m is None or name.partition(".")[0] not in ("_pytest", "pytest", "pluggy"):
+            continue
+        for value in list(vars(m).values()):
+            if isinstance(value, type) and getattr(value, "__module__", "") == name:
+                classes[id(value)] = (value, dict(vars(value)))
+    saved_classes = list(classes.values())
+    set_attr = type.__setattr__
     missing = object()
 
     def restore() -> None:
@@ -355,12 +129,22 @@ def _snapshot_modules():
         for key, value in saved_modules.items():
             if modules.get(key, missing) is not value:
                 modules[key] = value
+        for cls, values in saved_classes:
+            current = cls.__dict__
+            for key, value in values.items():
+                if key not in ("__dict__", "__weakref__", "__doc__") and (
+                    current.get(key, missing) is not value
+                ):
+                    try:  # noqa: SIM105 (no module lookups after untrusted code ran)
+                        set_attr(cls, key, value)
+                    except (AttributeError, TypeError):
+                        pass
 
     return restore
 
 
 def _child_main(config_path: str) -> None:
-    """Entry point of the sandbox process (see the module docstring for the protocol)."""
+    """Entry point of the sandbox process (see the package docstring for the protocol)."""
     import json
     import signal
     import types
@@ -388,6 +172,7 @@ def _child_main(config_path: str) -> None:
     root = os.path.realpath(os.getcwd())
     test_timeout = float(cfg["test_timeout_s"])
     max_files = int(cfg["max_files"])
+    use_pytest = cfg.get("runner") == "pytest"
     code_src, setup_src, test_srcs = cfg["code"], cfg["setup"], list(cfg["tests"])
     del cfg
 
@@ -415,16 +200,28 @@ def _child_main(config_path: str) -> None:
     except _BaseException as e:
         setup_code = None
         report(f"setup_error {_name(e)}")
-    runner = _make_pytest_runner(root) if any("__d1_call__" in s for s in test_srcs) else None
-    if "pytest" in setup_src or any("pytest" in s for s in test_srcs):
+    if use_pytest:
+        try:
+            from d1.sandbox import pytest_runner
+        except ImportError:
+            report("no_pytest")  # the parent names the missing extra
+            _exit(0)
+    elif "pytest" in setup_src or any("pytest" in s for s in test_srcs):
         import importlib.util
 
         if importlib.util.find_spec("pytest") is not None:
             import pytest  # noqa: F401  (imported now, so that the restore below covers it)
-    restore_modules = _snapshot_modules()
+    restore_modules = None
 
-    sys.addaudithook(_make_audit_hook(root, report, max_files))
-    report("ready seccomp" if seccomp else "ready")
+    def guard() -> None:
+        """Snapshot the trusted modules, then lock down: from here on code may be hostile."""
+        nonlocal restore_modules
+        restore_modules = _snapshot_modules()
+        sys.addaudithook(_make_audit_hook(root, report, max_files))
+        report("ready seccomp" if seccomp else "ready")
+
+    def arm(seconds: float) -> None:
+        _setitimer(_ITIMER_REAL, seconds)
 
     def timed(code, namespace) -> None:
         _setitimer(_ITIMER_REAL, test_timeout)
@@ -448,43 +245,61 @@ def _child_main(config_path: str) -> None:
         _chdir(root)
         _sys.stdout, _sys.stderr = _stdout, _stderr
 
-    # 1. The candidate, as module `solution`.
-    try:
-        code = _compile(code_src, "solution.py", "exec")
-    except _BaseException as e:
-        report(f"compile_error {_name(e)}")
-        finish()
-    module = types.ModuleType("solution")
-    module.__file__ = os.path.join(root, "solution.py")
-    module_dict = module.__dict__
-    _modules["solution"] = module
-    try:
-        timed(code, module_dict)
-    except _BaseException as e:
-        report(f"load_error {_name(e)}")
-        finish()
-
-    # 2. The test namespace: the candidate's globals plus the setup code.
-    namespace = _dict(module_dict)
-    namespace["__name__"] = "__d1_tests__"
-    if setup_code is None:
-        finish()
-    try:
+    def load(namespace: dict) -> None:
+        """The candidate as module `solution`, then the test namespace: its globals plus the
+        setup code, in `namespace`. Reports the failure and finishes the run on error."""
+        try:
+            code = _compile(code_src, "solution.py", "exec")
+        except _BaseException as e:
+            report(f"compile_error {_name(e)}")
+            finish()
+        module = types.ModuleType("solution")
+        module.__file__ = os.path.join(root, "solution.py")
+        module_dict = module.__dict__
+        _modules["solution"] = module
+        try:
+            timed(code, module_dict)
+        except _BaseException as e:
+            report(f"load_error {_name(e)}")
+            finish()
+        namespace.update(module_dict)
+        namespace["__name__"] = "__d1_tests__"
+        if setup_code is None:
+            finish()
+        try:
+            reset()
+            timed(setup_code, namespace)
+        except _BaseException as e:
+            report(f"setup_error {_name(e)}")
+            finish()
         reset()
-        timed(setup_code, namespace)
-    except _BaseException as e:
-        report(f"setup_error {_name(e)}")
+
+    if use_pytest:
+        # Real pytest (d1/sandbox/pytest_runner.py): `guard` and `load` run inside its session,
+        # after its configuration and before collection.
+        pytest_runner.run(
+            root=root,
+            test_srcs=test_srcs,
+            compiled_tests=compiled_tests,
+            guard=guard,
+            load=load,
+            reset=reset,
+            report=report,
+            arm=arm,
+            test_timeout=test_timeout,
+        )
         finish()
 
-    # 3. Each test on its own copy of the namespace.
+    guard()
+    namespace: dict = {}
+    load(namespace)
+    # Each test on its own copy of the namespace.
     for i, test_code in _enumerate(compiled_tests):
         if test_code is None:
             continue
         try:
             reset()
             scope = _dict(namespace)
-            if runner is not None:
-                scope["__d1_call__"] = lambda *a, _s=scope: runner(_s, *a)
             timed(test_code, scope)
             outcome = f"pass {i}"
         except _BaseException as e:

@@ -9,6 +9,7 @@ whole session and deletes the directory (protocol: `d1/sandbox/__init__.py`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -52,6 +53,14 @@ STATUSES: tuple[str, ...] = (
 )
 
 
+RUNNERS: tuple[str, ...] = ("auto", "pytest", "exec")
+
+PYTEST_MISSING = (
+    "The code sandbox runs pytest-style tests with pytest, which is not installed for {python}: "
+    'pip install "d1[code]".'
+)
+
+
 class SandboxError(RuntimeError):
     """The sandbox itself could not run (not the candidate's fault): e.g. no interpreter."""
 
@@ -76,6 +85,11 @@ class SandboxLimits:
         seccomp: also install the kernel-level seccomp filter (x86_64/aarch64 Linux); when it
             cannot be installed the run continues with the audit hook alone
             (`SandboxResult.seccomp` says which).
+        runner: how the tests run in the child: "pytest" (real pytest as a library,
+            `d1/sandbox/pytest_runner.py`; needs the `code` extra), "exec" (each snippet
+            `exec`-ed in a loop: no pytest start-up, no `__d1_call__`), or "auto": pytest for
+            jobs whose tests call pytest-style tests (`__d1_call__`), exec for the rest
+            (assert snippets: HumanEval, MBPP), where both give the same outcomes.
     """
 
     timeout_s: float = 5.0
@@ -87,8 +101,11 @@ class SandboxLimits:
     max_open_files: int = 256
     max_tasks: int = 64
     seccomp: bool = True
+    runner: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {RUNNERS}, got {self.runner!r}.")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}.")
         if self.test_timeout_s is not None and not self.test_timeout_s > 0:
@@ -166,6 +183,13 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@functools.cache
+def _pytest_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pytest") is not None
+
+
 def _as_tests(tests: Sequence[str] | str) -> tuple[str, ...]:
     if isinstance(tests, str):
         return (tests,)
@@ -238,6 +262,7 @@ def _parse_records(data: bytes, nonce: str, total: int) -> dict:
         "error": "",
         "kind": "",
         "blocked": [],
+        "no_pytest": False,
     }
     for raw in data.split(b"\n"):
         i = raw.rfind(tag)
@@ -250,6 +275,8 @@ def _parse_records(data: bytes, nonce: str, total: int) -> dict:
         if kind == "ready":
             out["ready"] = True
             out["seccomp"] = parts[1:] == ["seccomp"]
+        elif kind == "no_pytest":
+            out["no_pytest"] = True
         elif kind == "done":
             out["done"] = True
         elif kind in ("pass", "fail", "test_error") and len(parts) >= 2 and parts[1].isdigit():
@@ -306,6 +333,11 @@ def run_tests(
         return SandboxResult(passed=0, total=0, status="no_tests")
     if sys.platform != "linux":
         raise SandboxError("The code sandbox needs Linux (resource limits, /proc).")
+    runner = limits.runner
+    if runner == "auto":
+        runner = "pytest" if any("__d1_call__" in t for t in test_srcs) else "exec"
+    if runner == "pytest" and python is None and not _pytest_installed():
+        raise SandboxError(PYTEST_MISSING.format(python=sys.executable))
 
     import selectors
     import socket
@@ -334,6 +366,7 @@ def run_tests(
             "max_open_files": limits.max_open_files,
             "max_tasks": limits.max_tasks,
             "seccomp": limits.seccomp,
+            "runner": runner,
         }
         config_path = os.path.join(root, ".d1-sandbox-job.json")
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -349,6 +382,8 @@ def run_tests(
             "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
+            # pytest (the pytest runner) loads only its built-in plugins.
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
         }
         cmd = [
             python or sys.executable,
@@ -436,6 +471,8 @@ def run_tests(
         stdout = bytes(buffers[proc.stdout.fileno()]).decode("utf-8", "replace")
         stderr = bytes(buffers[proc.stderr.fileno()]).decode("utf-8", "replace")
         rc = proc.returncode
+        if rec["no_pytest"]:
+            raise SandboxError(PYTEST_MISSING.format(python=cmd[0]))
         if not rec["ready"] and not timed_out:
             raise SandboxError(
                 f"The sandbox harness failed before running the candidate (exit {rc}): "
