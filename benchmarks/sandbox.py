@@ -12,7 +12,9 @@ Rows:
 With `--baseline REF` the same rows are measured for `src/d1/sandbox.py` as it was at git
 revision REF (the single-file sandbox before it became a package; it is self-contained, so it
 is loaded from a temporary copy), alternating baseline and current run by run so that both see
-the same machine load; the ratio column is current / baseline (lower is better).
+the same machine load; the ratio columns are current / baseline (lower is better). "current"
+is measured twice: with the default runner ("auto": assert snippets in the exec loop, pytest
+files under real pytest) and with every job forced through real pytest (`runner="pytest"`).
 
     .venv/bin/python benchmarks/sandbox.py --baseline fa5d522      # ~1 min on 2 cores
     .venv/bin/python benchmarks/sandbox.py --quick                 # 20 problems, a few runs
@@ -109,22 +111,22 @@ def pytest_job():
     return SIMPLE_CODE, suite.tests, suite.setup
 
 
-def time_single(mod, job, runs: int) -> tuple[float, str]:
+def time_single(mod, job, runs: int, **kw) -> tuple[float, str]:
     code, tests, setup = job
     times, bad = [], ""
     for _ in range(runs):
         t0 = time.perf_counter()
-        r = mod.run_tests(code, tests, setup=setup, timeout_s=30)
+        r = mod.run_tests(code, tests, setup=setup, timeout_s=30, **kw)
         times.append(time.perf_counter() - t0)
         if not r.all_passed:
             bad = f"{r.passed}/{r.total} {r.outcomes}"
     return statistics.median(times), bad
 
 
-def time_many(mod, jobs, workers: int | None) -> tuple[float, str]:
+def time_many(mod, jobs, workers: int | None, **kw) -> tuple[float, str]:
     batch = [mod.SandboxJob(c, tuple(t), s) for c, t, s in jobs]
     t0 = time.perf_counter()
-    results = mod.run_many(batch, max_workers=workers, timeout_s=30)
+    results = mod.run_many(batch, max_workers=workers, timeout_s=30, **kw)
     seconds = time.perf_counter() - t0
     ok = sum(r.all_passed for r in results)
     return seconds, "" if ok == len(jobs) else f"{ok}/{len(jobs)} all passed"
@@ -146,20 +148,28 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or 3
     single_runs = args.single_runs or (3 if args.quick else 10)
     jobs = humaneval_jobs(20 if args.quick else None)
-    impls = {"current": current}
+    # name -> (module, run_tests / run_many keyword arguments)
+    impls: dict = {
+        "current (auto)": (current, {}),
+        "current (pytest)": (current, {"runner": "pytest"}),
+    }
     if args.baseline:
-        impls = {f"baseline {args.baseline}": load_baseline(args.baseline), **impls}
+        impls = {f"baseline {args.baseline}": (load_baseline(args.baseline), {}), **impls}
     rows = {
-        "single run (s)": lambda m: time_single(m, (SIMPLE_CODE, SIMPLE_TESTS, ""), single_runs),
-        "pytest file (s)": lambda m: time_single(m, pytest_job(), single_runs),
-        f"HumanEval {len(jobs)}, run_many (s)": lambda m: time_many(m, jobs, args.workers),
+        "single run (s)": lambda m, kw: time_single(
+            m, (SIMPLE_CODE, SIMPLE_TESTS, ""), single_runs, **kw
+        ),
+        "pytest file (s)": lambda m, kw: time_single(m, pytest_job(), single_runs, **kw),
+        f"HumanEval {len(jobs)}, run_many (s)": lambda m, kw: time_many(
+            m, jobs, args.workers, **kw
+        ),
     }
     samples: dict[tuple[str, str], list[float]] = {}
     notes: dict[tuple[str, str], str] = {}
-    for _ in range(rounds):  # alternate implementations so both see the same load
+    for _ in range(rounds):  # alternate implementations so all see the same load
         for row, fn in rows.items():
-            for name, mod in impls.items():
-                seconds, note = fn(mod)
+            for name, (mod, kw) in impls.items():
+                seconds, note = fn(mod, kw)
                 samples.setdefault((row, name), []).append(seconds)
                 if note:
                     notes[(row, name)] = note
@@ -171,17 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("measure")
     for name in impls:
         table.add_column(name, justify="right")
-    if len(impls) > 1:
-        table.add_column("current / baseline", justify="right")
+    names = list(impls)
+    if args.baseline:
+        for name in names[1:]:
+            table.add_column(f"{name} / baseline", justify="right")
     for row in rows:
         cells, values = [], []
-        for name in impls:
+        for name in names:
             value = statistics.median(samples[(row, name)])
             values.append(value)
             note = notes.get((row, name))
             cells.append(f"{value:.3f}" + (f" ({note})" if note else ""))
-        if len(impls) > 1:
-            cells.append(f"{values[-1] / values[0]:.2f}x")
+        if args.baseline:
+            cells += [f"{v / values[0]:.2f}x" for v in values[1:]]
         table.add_row(row, *cells)
     Console(width=200).print(table)
     return 0
