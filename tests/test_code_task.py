@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from d1.sandbox import run_tests
+from d1.sandbox import SandboxJob, run_many, run_tests
 from d1.tasks import SYSTEM_PROMPT, Example, get_task
 from d1.tasks.code import (
     D1_CODE_INSTRUCTION,
@@ -416,6 +416,27 @@ def test_humaneval_canonical_solutions_and_partial_credit():
     )
     bomb = answer("import os\nwhile True:\n    os.fork()")
     assert task.correctness_reward([bomb], examples[:1]) == [0.0]
+
+
+@linux_only
+@pytest.mark.parametrize("runner", ["auto", "pytest"])
+def test_every_humaneval_canonical_solution_passes(runner):
+    """All 164 under the default runner (the reward path: assert snippets, no pytest); every
+    4th under real pytest (slower to start: benchmarks/sandbox.py)."""
+    task = HumanEvalTask()
+    examples = task.load()
+    assert len(examples) == 164
+    if runner == "pytest":
+        examples = examples[::4]
+    jobs = []
+    for ex in examples:
+        suite = CodeTests.from_dict(ex.meta["tests"])
+        jobs.append(SandboxJob(build_program(ex.meta["solution"], suite), suite.tests, suite.setup))
+    results = run_many(jobs, runner=runner, timeout_s=60)
+    failed = [
+        (ex.id, r.outcomes) for ex, r in zip(examples, results, strict=True) if not r.all_passed
+    ]
+    assert failed == []
 
 
 @linux_only

@@ -983,3 +983,19 @@ def test_run_many_keeps_order_and_bounds_workers(monkeypatch):
     # The pool never exceeds the cores: with one core allowed, runs are sequential.
     monkeypatch.setattr(sandbox.parent, "available_cpus", lambda: 1)
     assert [r.passed for r in run_many(jobs[:2], max_workers=8)] == [1, 2]
+
+
+def test_missing_pytest_names_the_code_extra(monkeypatch):
+    # This interpreter "without pytest": a job that needs it fails before starting a child.
+    monkeypatch.setattr(sandbox.parent, "_pytest_installed", lambda: False)
+    with pytest.raises(sandbox.SandboxError, match=r'pip install "d1\[code\]"'):
+        sandbox.run_tests("x = 1", ["__d1_call__('test_x')"], setup="def test_x():\n    pass\n")
+    # Assert snippets run without pytest under the default runner.
+    assert sandbox.run_tests("x = 1", ["assert x == 1"]).passed == 1
+    # Another interpreter without pytest: the child says so and the parent names the extra.
+    bare = "/usr/bin/python3"
+    probe = subprocess.run([bare, "-c", "import pytest"], capture_output=True, check=False)
+    if not os.path.exists(bare) or probe.returncode == 0:
+        pytest.skip("no interpreter without pytest on this machine")
+    with pytest.raises(sandbox.SandboxError, match=r'pip install "d1\[code\]"'):
+        sandbox.run_tests("x = 1", ["assert x == 1"], runner="pytest", python=bare)
