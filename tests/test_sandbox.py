@@ -999,3 +999,51 @@ def test_missing_pytest_names_the_code_extra(monkeypatch):
         pytest.skip("no interpreter without pytest on this machine")
     with pytest.raises(sandbox.SandboxError, match=r'pip install "d1\[code\]"'):
         sandbox.run_tests("x = 1", ["assert x == 1"], runner="pytest", python=bare)
+
+
+def test_patching_pytest_itself_does_not_count():
+    # Under the pytest runner the candidate shares the interpreter with pytest: patching its
+    # report classes at load time is undone before each test, and a test body that patches
+    # them and then fails is still seen failing by the runner's own call of the body.
+    code = src(
+        """
+        import _pytest.reports, _pytest.runner
+
+        def forged_init(self, *a, **k):
+            self.__dict__.update(outcome="passed", longrepr=None, when=k.get("when", "call"))
+            self.__dict__.update(nodeid="x", location=("x", 0, "x"), keywords={}, sections=[])
+            self.__dict__.update(user_properties=[], duration=0.0, start=0.0, stop=0.0)
+
+        _pytest.reports.TestReport.__init__ = forged_init
+        _pytest.reports.BaseReport.passed = property(lambda self: True)
+        _pytest.reports.BaseReport.failed = property(lambda self: False)
+
+        def patch_then_fail():
+            _pytest.reports.TestReport.__init__ = forged_init
+            _pytest.runner.CallInfo.__init__ = lambda self, *a, **k: None
+            raise AssertionError("wrong")
+
+        def right():
+            return 1
+        """
+    )
+    setup = src(
+        """
+        from solution import patch_then_fail, right
+
+        def test_wrong():
+            assert patch_then_fail() == 1
+
+        def test_wrong_again():
+            assert right() == 2
+
+        def test_right():
+            assert right() == 1
+        """
+    )
+    tests = ["__d1_call__('test_wrong')", "__d1_call__('test_wrong_again')"]
+    tests += ["__d1_call__('test_right')"]
+    r = run_tests(code, tests, setup=setup, timeout_s=30)
+    assert r.outcomes[0] != "passed"  # its report machinery is broken, its failure stands
+    assert r.outcomes[1:] == ("AssertionError", "passed"), (r.outcomes, r.stderr[-2000:])
+    assert r.passed == 1
