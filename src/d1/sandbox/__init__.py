@@ -1,7 +1,8 @@
 """Run untrusted candidate programs against unit tests in a separate, limited process.
 
 Modules: `parent` (`run_tests`, `run_many`, limits, results: the API re-exported here),
-`harness` (the child process), `seccomp` (the kernel filter), `audit` (the audit hook).
+`harness` (the child process), `pytest_runner` (the child's tests under real pytest),
+`seccomp` (the kernel filter), `audit` (the audit hook).
 
 Code rewards (docs/method.md §5: "run the tests in a separate process with time and memory limits; reward =
 passed / total") call `run_tests` once per completion, or `run_many` for a batch with bounded
@@ -64,14 +65,20 @@ Guarantees and limits (this is a best-effort guard for RL rewards, NOT a securit
 - Linux only (resource limits, /proc). For untrusted users use real isolation (containers,
   gVisor, nsjail, a VM).
 
-Tests: `tests` is a list of independent test snippets (Python source). Each runs in a fresh
+Tests: `tests` is a list of independent test snippets (Python source). Each runs on a fresh
 shallow copy of the namespace built from the candidate's globals plus `setup` (imports, helper
 definitions, a test file of pytest-style functions); `from solution import f` works. A snippet
-passes when it finishes without raising. Pytest-style functions can be run with
-`__d1_call__("test_name")` / `__d1_call__("TestClass", "test_method")`, which supports
-`@pytest.mark.parametrize` (all parameter sets must pass), `skip`/`skipif`, plain and
-`unittest.TestCase` classes, async tests, user fixtures (including generator and autouse ones)
-and the `tmp_path`, `tmpdir`, `capsys`, `capfd` and `monkeypatch` fixtures.
+passes when it finishes without raising. A snippet `__d1_call__("test_name")` /
+`__d1_call__("TestClass", "test_method")` runs that test of the setup's test file with real
+pytest (`d1/sandbox/pytest_runner.py`: fixtures of every scope and kind, parametrize, where all
+parameter sets must pass, marks, `skipif` conditions, xfail, plain and `unittest.TestCase`
+classes, the built-in fixtures); skipped and xfailed tests are not passes. Which child runner
+runs a job is `SandboxLimits.runner`: by default real pytest for jobs with `__d1_call__` tests
+and a plain `exec` loop for the rest (HumanEval's and MBPP's assert snippets), which gives the
+same outcomes without pytest's start-up (benchmarks/sandbox.py). Under pytest the candidate
+shares the interpreter with pytest: the pytest classes that run tests and write reports are
+put back before each test, and a function's or snippet's pass is seen by the runner's own
+call of its body, not only by pytest's report.
 """
 
 from __future__ import annotations

@@ -130,7 +130,9 @@ class SandboxResult:
         total: number of tests given (never reported by the child).
         status: one of `STATUSES`.
         outcomes: per test, "passed", the exception name that failed it ("AssertionError",
-            "Timeout", ...) or "not_run".
+            "Timeout", "Skipped" for a skip mark, a true `skipif` or `pytest.skip()`, ...),
+            "XFailed" / "XPassed" (under an xfail mark), "KeyError" (a `__d1_call__` naming no
+            collected test) or "not_run".
         error: exception name of a compile / load / setup failure, "" otherwise.
         stdout, stderr: the first `max_output_bytes` of each, decoded (invalid UTF-8 replaced).
         truncated: True when stdout or stderr was cut.
