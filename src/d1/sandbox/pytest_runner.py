@@ -98,6 +98,7 @@ def run(
     load,
     reset,
     report,
+    finish,
     arm,
     test_timeout: float,
 ) -> None:
@@ -251,6 +252,12 @@ def run(
                     pending[i] -= 1
                     if pending[i] == 0:
                         report(f"pass {i}" if verdict[i] is None else f"fail {i} {verdict[i]}")
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_sessionfinish(self, session, exitstatus) -> None:
+            # Every outcome is reported: end here, skipping pytest's unconfigure (its forced
+            # garbage collections cost more than the tests of a small file).
+            finish()
 
     args = [suite_path, "-s", "--assert=plain", "--noconftest", "-c", os.devnull]
     args += ["--rootdir", root, "--confcutdir", root, "--basetemp", os.path.join(root, "tmp")]
