@@ -1047,3 +1047,20 @@ def test_patching_pytest_itself_does_not_count():
     assert r.outcomes[0] != "passed"  # its report machinery is broken, its failure stands
     assert r.outcomes[1:] == ("AssertionError", "passed"), (r.outcomes, r.stderr[-2000:])
     assert r.passed == 1
+
+
+def test_a_collection_error_runs_nothing_as_on_the_command_line():
+    setup = src(
+        """
+        import pytest
+
+        def test_ok():
+            assert True
+
+        @pytest.mark.parametrize("x", [1, 2], ids=["only-one"])  # 2 sets, 1 id
+        def test_bad(x):
+            assert x
+        """
+    )
+    r = run_tests("x = 1", ["__d1_call__('test_ok')", "__d1_call__('test_bad')"], setup=setup)
+    assert r.outcomes == ("CollectError", "CollectError") and r.passed == 0

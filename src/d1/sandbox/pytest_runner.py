@@ -122,6 +122,8 @@ def run(
     # Per item: what this plugin saw of the body and the first failure of any phase.
     state: dict = {"body": None, "fail": None}
     plan: dict = {}  # id(item) -> job test indices
+    needs_body: dict = {}  # id(item) -> whether its body is run by this plugin's own call
+    collect_error: list = []  # the first failure collecting the module (nothing runs then)
     pending: dict = {}  # job test index -> items still to run
     verdict: dict = {}  # job test index -> first failure name (None: all passed so far)
 
@@ -174,9 +176,17 @@ def run(
             load(namespace)
             return SuiteModule.from_parent(parent, path=module_path)
 
+        def pytest_collectreport(self, report) -> None:
+            if report.failed and not collect_error:
+                collect_error.append("CollectError")
+
         def pytest_collection_modifyitems(self, session, config, items) -> None:
+            # Runs before any test, after `load` and its reset: the classes are genuine here.
             by_key: dict = {}
             for item in items:
+                needs_body[id(item)] = _isinstance(item, (Snippet, Function)) and not _isinstance(
+                    item, TestCaseFunction
+                )
                 if _isinstance(item, Snippet):
                     by_key[item.name] = [item]
                 else:
@@ -188,7 +198,7 @@ def run(
                 key = targets[i] if targets[i] is not None else f"__d1_test_{i}"
                 found = by_key.get(key, [])
                 if not found:
-                    report(f"fail {i} KeyError")
+                    report(f"fail {i} {collect_error[0] if collect_error else 'KeyError'}")
                     continue
                 pending[i] = len(found)
                 verdict[i] = None
@@ -241,10 +251,7 @@ def run(
             finally:
                 arm(0)
                 fail = state["fail"]
-                needs_body = _isinstance(item, (Snippet, Function)) and not _isinstance(
-                    item, TestCaseFunction
-                )
-                if fail is None and needs_body and state["body"] != "ok":
+                if fail is None and needs_body.get(id(item), True) and state["body"] != "ok":
                     fail = state["body"] or "NotRun"
                 for i in plan.get(id(item), ()):
                     if verdict[i] is None and fail is not None:
