@@ -4,8 +4,10 @@ The parent (`d1.sandbox.parent`) starts a fresh `python -I -B` that imports this
 `_child_main(CONFIG)`. It lowers the resource limits, installs the seccomp filter
 (`d1.sandbox.seccomp`) and the audit hook (`d1.sandbox.audit`), and only then runs the
 candidate as module `solution`, the test setup, and each test, reporting every outcome on the
-private, nonce-tagged result socket (the protocol is in `d1/sandbox/__init__.py`). It never
-returns: `os._exit` skips the candidate's atexit handlers and threads.
+private, nonce-tagged result socket (the protocol is in `d1/sandbox/__init__.py`). The tests
+run in a plain `exec` loop, or under real pytest (`d1/sandbox/pytest_runner.py`) when the
+parent asks for it (`SandboxLimits.runner`). It never returns: `os._exit` skips the candidate's
+atexit handlers and threads.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ as seen by this plugin's own call (so a patched report cannot turn a failure int
 Skipped (a `skip` mark, a true `skipif` condition, `pytest.skip()`), xfailed and xpassed tests
 are not passes; a test's outcome is the name of the first exception ("AssertionError",
 "Skipped", "Timeout", ...) or "XFailed" / "XPassed". A `__d1_call__` naming no collected test
-fails with "KeyError". As on the command line: an error collecting the module runs nothing, and
-async tests fail (no async plugin is loaded).
+fails with "KeyError". As on the command line: an error collecting the module runs nothing
+(every test "CollectError"), and async tests fail (no async plugin is loaded).
 
 pytest is configured not to touch anything outside the sandbox directory: no cache provider, no
 conftest, no ini file (`-c /dev/null`), rootdir and basetemp inside the directory, no plugin
