@@ -55,7 +55,8 @@ Guarantees and limits (this is a best-effort guard for RL rewards, NOT a securit
   builtins or `sys.modules` entries the harness uses.
 - The candidate runs in the same interpreter as the test loop. A determined attacker can walk
   interpreter frames (`sys._getframe().f_back.f_locals`, needed by `namedtuple`, `enum` and
-  `warnings`, so it stays allowed) to reach the reporting function, or sabotage tests
+  `warnings`, so it stays allowed) to reach the reporting function (under the pytest runner
+  also through pytest's plugin manager, reachable from `_pytest.debugging`), or sabotage tests
   semantically (objects whose `__eq__` is always true, patching the modules the tests use).
 - C extensions that write files without going through Python's audited calls are not
   intercepted (`sqlite3` is handled); the memory limit keeps large libraries such as torch from
