@@ -167,3 +167,19 @@ def test_rewards_benchmark_quick_prints_every_task_and_function() -> None:
         assert (task, fn) in pairs, (task, fn, sorted(pairs))
     for r in rows:  # worst, median and normal median are numbers of seconds (or "> cap")
         assert all(v.startswith(">") or float(v) >= 0 for v in (r[2], r[4], r[5])), r
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux-only")
+def test_sandbox_benchmark_quick_prints_every_row() -> None:
+    script = str(ROOT / "benchmarks" / "sandbox.py")
+    out = subprocess.run(
+        [sys.executable, script, "--quick", "--rounds", "1", "--single-runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    for row in ("single run (s)", "pytest file (s)", "HumanEval 20, run_many (s)"):
+        line = next(line for line in out.splitlines() if row in line)
+        assert "passed" not in line  # every job passed: no "(k/n all passed)" note

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from d1.sandbox import SandboxJob, run_many, run_tests
 from d1.tasks import SYSTEM_PROMPT, Example, get_task
 from d1.tasks.code import (
     D1_CODE_INSTRUCTION,
@@ -418,6 +419,27 @@ def test_humaneval_canonical_solutions_and_partial_credit():
 
 
 @linux_only
+@pytest.mark.parametrize("runner", ["auto", "pytest"])
+def test_every_humaneval_canonical_solution_passes(runner):
+    """All 164 under the default runner (the reward path: assert snippets, no pytest); every
+    4th under real pytest (slower to start: benchmarks/sandbox.py)."""
+    task = HumanEvalTask()
+    examples = task.load()
+    assert len(examples) == 164
+    if runner == "pytest":
+        examples = examples[::4]
+    jobs = []
+    for ex in examples:
+        suite = CodeTests.from_dict(ex.meta["tests"])
+        jobs.append(SandboxJob(build_program(ex.meta["solution"], suite), suite.tests, suite.setup))
+    results = run_many(jobs, runner=runner, timeout_s=60)
+    failed = [
+        (ex.id, r.outcomes) for ex, r in zip(examples, results, strict=True) if not r.all_passed
+    ]
+    assert failed == []
+
+
+@linux_only
 def test_gold_round_trip_rescoring():
     task = HumanEvalTask()
     ex = task.load(limit=1)[0]
@@ -488,3 +510,197 @@ def test_examples_are_plain_data():
     assert isinstance(ex, Example)
     json.dumps(ex.meta)  # JSON-friendly meta
     assert CodeTests.from_json(ex.answer).tests == tuple(ex.meta["tests"]["tests"])
+
+
+KODCODE_STYLE_FILE = dedent(
+    """
+    import sys
+    import unittest
+
+    import pytest
+    from solution import Stack, normalize
+
+    STATE = {}
+
+
+    @pytest.fixture(autouse=True)
+    def ready():
+        STATE["ready"] = True
+        yield
+        STATE.clear()
+
+
+    @pytest.fixture
+    def stack():
+        s = Stack()
+        yield s
+        s.clear()
+
+
+    @pytest.fixture(scope="module")
+    def hundred():
+        return list(range(100))
+
+
+    def test_autouse_fixture_ran():
+        assert STATE.get("ready")
+
+
+    def test_push_pop(stack):
+        stack.push(1)
+        stack.push(2)
+        assert stack.pop() == 2
+
+
+    def test_module_fixture(stack, hundred):
+        for x in hundred:
+            stack.push(x)
+        assert len(stack) == 100
+
+
+    @pytest.mark.parametrize(
+        "raw,expected", [("  A ", "a"), ("B", "b"), pytest.param("", "", id="empty")]
+    )
+    def test_normalize(raw, expected):
+        assert normalize(raw) == expected
+
+
+    @pytest.mark.parametrize("raw", ["x y", "\\tZ"])
+    def test_inner_space_kept(raw):
+        assert normalize(raw) == raw.strip().lower()
+
+
+    @pytest.mark.skipif("sys.platform == 'no-such-platform'")
+    def test_string_condition_is_evaluated(stack):
+        assert stack.empty()
+
+
+    @pytest.mark.skipif(sys.version_info > (3,), reason="always skipped here")
+    def test_skipped_by_condition():
+        assert True
+
+
+    def test_skip_decided_at_run_time():
+        pytest.skip("not today")
+
+
+    @pytest.mark.xfail(reason="known bug")
+    def test_expected_failure():
+        assert normalize("A") == "b"
+
+
+    class TestStack:
+        @pytest.fixture
+        def filled(self, stack):
+            for i in range(3):
+                stack.push(i)
+            return stack
+
+        def setup_method(self, method):
+            self.seen = method.__name__
+
+        def test_filled(self, filled):
+            assert self.seen == "test_filled" and len(filled) == 3
+
+        @pytest.mark.parametrize("n", [0, 5])
+        def test_many(self, stack, n):
+            for i in range(n):
+                stack.push(i)
+            assert len(stack) == n
+
+
+    class TestLegacy(unittest.TestCase):
+        def setUp(self):
+            self.s = Stack()
+
+        def test_empty(self):
+            self.assertTrue(self.s.empty())
+
+        def test_pop_empty_raises(self):
+            with self.assertRaises(IndexError):
+                self.s.pop()
+    """
+)
+
+STACK = dedent(
+    """
+    class Stack:
+        def __init__(self):
+            self.items = []
+        def push(self, x):
+            self.items.append(x)
+        def pop(self):
+            return self.items.pop()
+        def empty(self):
+            return not self.items
+        def clear(self):
+            self.items.clear()
+        def __len__(self):
+            return len(self.items)
+    """
+)
+NORMALIZE_RIGHT = "def normalize(s):\n    return s.strip().lower()\n"
+NORMALIZE_WRONG = "def normalize(s):\n    return ''.join(s.split()).lower()\n"  # drops inner space
+
+
+def _pytest_cli_outcomes(tmp_path, code: str, test_file: str) -> dict[str, bool]:
+    """Per test ("name" or "Class::method", all parameter sets together): whether every item
+    passed under `python -m pytest` on the command line (junit XML report)."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    (tmp_path / "solution.py").write_text(code)
+    (tmp_path / "test_kod.py").write_text(test_file)
+    env = {"PATH": "/usr/bin:/bin", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml=r.xml"]
+    subprocess.run(
+        [*cmd, "test_kod.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    outcomes: dict[str, bool] = {}
+    for case in ET.parse(tmp_path / "r.xml").iter("testcase"):
+        key = "::".join([*case.get("classname").split(".")[1:], case.get("name").split("[")[0]])
+        outcomes[key] = outcomes.get(key, True) and len(case) == 0  # no failure/error/skipped
+    return outcomes
+
+
+def _snippet_key(snippet: str) -> str:
+    call = ast.parse(snippet).body[0].value
+    if isinstance(call.func, ast.Name) and call.func.id == "__d1_call__":
+        return "::".join(a.value for a in call.args)
+    return call.func.id  # a plain `test_x()`
+
+
+@linux_only
+@pytest.mark.parametrize("normalize", [NORMALIZE_RIGHT, NORMALIZE_WRONG], ids=["right", "wrong"])
+def test_kodcode_pytest_file_scores_as_pytest_on_the_command_line(tmp_path, normalize):
+    """Fixtures (autouse, yield, module scope, class methods), parametrize, string and boolean
+    skipif, run-time skip, xfail, a plain class and a unittest class: each test passes in the
+    sandbox exactly when all its items pass under pytest on the command line."""
+    code = STACK + normalize
+    suite = pytest_tests(KODCODE_STYLE_FILE)
+    # The autouse fixture applies to plain tests too, so every test goes through pytest.
+    assert all(t.startswith("__d1_call__(") for t in suite.tests)
+    cli = _pytest_cli_outcomes(tmp_path, code, KODCODE_STYLE_FILE)
+    keys = [_snippet_key(t) for t in suite.tests]
+    assert set(keys) == set(cli)  # the same tests (none statically skipped here)
+    r = run_tests(code, suite.tests, setup=suite.setup, timeout_s=60)
+    assert [o == "passed" for o in r.outcomes] == [cli[k] for k in keys], r.outcomes
+    assert r.passed == sum(cli.values())
+    by_key = dict(zip(keys, r.outcomes, strict=True))
+    assert by_key["test_autouse_fixture_ran"] == "passed"
+    assert by_key["test_skipped_by_condition"] == "Skipped"
+    assert by_key["test_skip_decided_at_run_time"] == "Skipped"
+    assert by_key["test_expected_failure"] == "XFailed"
+    assert by_key["TestLegacy::test_pop_empty_raises"] == "passed"
+    right = normalize == NORMALIZE_RIGHT
+    assert by_key["test_inner_space_kept"] == ("passed" if right else "AssertionError")
+    assert r.passed == (10 if right else 9)  # 13 tests: 2 skipped, 1 xfailed
+    # The reward is the same through the task.
+    task = KodCodeTask()
+    ex = task.example_from_row({"question": "q", "test": KODCODE_STYLE_FILE}, "k")
+    assert task.correctness_reward([answer(code)], [ex]) == [r.passed / r.total]

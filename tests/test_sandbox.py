@@ -7,6 +7,7 @@ All runs are bounded: short timeouts, bounded loops, small allocations refused b
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -17,10 +18,21 @@ import time
 
 import pytest
 
+import d1.sandbox.harness  # noqa: F401  (tests reach private helpers as sandbox.<module>.<name>)
 from d1 import sandbox
 from d1.sandbox import SandboxJob, SandboxLimits, run_many, run_tests
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux-only")
+
+
+@pytest.fixture(autouse=True, params=["auto", "pytest"])
+def runner(request, monkeypatch):
+    """Every test runs twice: with the default runner ("auto": exec for assert snippets,
+    real pytest for `__d1_call__` tests) and with every job forced through real pytest."""
+    for name in ("run_tests", "run_many"):
+        fn = getattr(sandbox, name)
+        monkeypatch.setitem(globals(), name, functools.partial(fn, runner=request.param))
+    return request.param
 
 
 def src(text: str) -> str:
@@ -29,7 +41,7 @@ def src(text: str) -> str:
 
 def session_alive(pid: int) -> list[int]:
     """Live (non-zombie) processes whose process group or session is `pid`."""
-    return sandbox._session_members(pid)
+    return sandbox.parent._session_members(pid)
 
 
 # -- counting ------------------------------------------------------------------------------
@@ -335,7 +347,7 @@ def test_session_kill_reaps_a_real_process_tree():
     try:
         assert proc.stdout.readline().strip() == b"ready"
         assert len(session_alive(proc.pid)) == 4
-        sandbox._terminate_session(proc.pid)
+        sandbox.parent._terminate_session(proc.pid)
         proc.wait(timeout=5)
         deadline = time.monotonic() + 5
         while session_alive(proc.pid) and time.monotonic() < deadline:
@@ -352,14 +364,14 @@ def test_user_task_count_counts_threads_of_the_user():
     # Used for RLIMIT_NPROC when not root (the limit is then this count + max_tasks).
     import threading
 
-    before = sandbox._user_task_count(os.getuid())
+    before = sandbox.harness._user_task_count(os.getuid())
     stop = threading.Event()
     threads = [threading.Thread(target=stop.wait) for _ in range(3)]
     for t in threads:
         t.start()
     try:
-        assert sandbox._user_task_count(os.getuid()) >= before + 3 - 2  # others may exit
-        assert sandbox._user_task_count(os.getuid()) >= 4  # this process: main + 3 threads
+        assert sandbox.harness._user_task_count(os.getuid()) >= before + 3 - 2  # others may exit
+        assert sandbox.harness._user_task_count(os.getuid()) >= 4  # this process: main + 3 threads
     finally:
         stop.set()
         for t in threads:
@@ -530,7 +542,7 @@ def test_resolver_matches_realpath(tmp_path, monkeypatch):
     os.symlink(f"{base}/abs_link", f"{base}/chain")  # link to a link
     os.symlink(f"{base}/loop1", f"{base}/loop2")
     os.symlink(f"{base}/loop2", f"{base}/loop1")
-    real = sandbox._make_resolver(lambda reason: (_ for _ in ()).throw(OSError(reason)))
+    real = sandbox.audit._make_resolver(lambda reason: (_ for _ in ()).throw(OSError(reason)))
     monkeypatch.chdir(f"{base}/a")
     paths = [
         f"{base}/abs_link/c",
@@ -657,7 +669,7 @@ def test_temporary_directory_is_removed_even_if_made_unwritable():
 
 
 def test_the_job_file_and_nonce_never_reach_the_candidate(monkeypatch):
-    monkeypatch.setattr(sandbox.secrets, "token_hex", lambda n: "NONCE1234567890abcdef")
+    monkeypatch.setattr(sandbox.parent.secrets, "token_hex", lambda n: "NONCE1234567890abcdef")
     monkeypatch.setenv("D1_TEST_SECRET_TOKEN", "s3cret")  # must not reach the candidate
     code = src(
         """
@@ -680,6 +692,8 @@ def test_the_job_file_and_nonce_never_reach_the_candidate(monkeypatch):
     # sandbox's own fixed variables (whatever the parent's values of those are).
     own = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL")
     own += ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    # pytest's own: the sandbox sets the first, the child's pytest sets its version.
+    own += ("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "PYTEST_VERSION")
     for key in os.environ:
         if key not in own:
             assert f"'{key}':" not in r.stdout
@@ -967,5 +981,86 @@ def test_run_many_keeps_order_and_bounds_workers(monkeypatch):
     assert [r.passed for r in results] == [1, 2, 1, 1]
     assert sandbox.available_cpus() >= 1
     # The pool never exceeds the cores: with one core allowed, runs are sequential.
-    monkeypatch.setattr(sandbox, "available_cpus", lambda: 1)
+    monkeypatch.setattr(sandbox.parent, "available_cpus", lambda: 1)
     assert [r.passed for r in run_many(jobs[:2], max_workers=8)] == [1, 2]
+
+
+def test_missing_pytest_names_the_code_extra(monkeypatch):
+    # This interpreter "without pytest": a job that needs it fails before starting a child.
+    monkeypatch.setattr(sandbox.parent, "_pytest_installed", lambda: False)
+    with pytest.raises(sandbox.SandboxError, match=r'pip install "d1\[code\]"'):
+        sandbox.run_tests("x = 1", ["__d1_call__('test_x')"], setup="def test_x():\n    pass\n")
+    # Assert snippets run without pytest under the default runner.
+    assert sandbox.run_tests("x = 1", ["assert x == 1"]).passed == 1
+    # Another interpreter without pytest: the child says so and the parent names the extra.
+    bare = "/usr/bin/python3"
+    probe = subprocess.run([bare, "-c", "import pytest"], capture_output=True, check=False)
+    if not os.path.exists(bare) or probe.returncode == 0:
+        pytest.skip("no interpreter without pytest on this machine")
+    with pytest.raises(sandbox.SandboxError, match=r'pip install "d1\[code\]"'):
+        sandbox.run_tests("x = 1", ["assert x == 1"], runner="pytest", python=bare)
+
+
+def test_patching_pytest_itself_does_not_count():
+    # Under the pytest runner the candidate shares the interpreter with pytest: patching its
+    # report classes at load time is undone before each test, and a test body that patches
+    # them and then fails is still seen failing by the runner's own call of the body.
+    code = src(
+        """
+        import _pytest.reports, _pytest.runner
+
+        def forged_init(self, *a, **k):
+            self.__dict__.update(outcome="passed", longrepr=None, when=k.get("when", "call"))
+            self.__dict__.update(nodeid="x", location=("x", 0, "x"), keywords={}, sections=[])
+            self.__dict__.update(user_properties=[], duration=0.0, start=0.0, stop=0.0)
+
+        _pytest.reports.TestReport.__init__ = forged_init
+        _pytest.reports.BaseReport.passed = property(lambda self: True)
+        _pytest.reports.BaseReport.failed = property(lambda self: False)
+
+        def patch_then_fail():
+            _pytest.reports.TestReport.__init__ = forged_init
+            _pytest.runner.CallInfo.__init__ = lambda self, *a, **k: None
+            raise AssertionError("wrong")
+
+        def right():
+            return 1
+        """
+    )
+    setup = src(
+        """
+        from solution import patch_then_fail, right
+
+        def test_wrong():
+            assert patch_then_fail() == 1
+
+        def test_wrong_again():
+            assert right() == 2
+
+        def test_right():
+            assert right() == 1
+        """
+    )
+    tests = ["__d1_call__('test_wrong')", "__d1_call__('test_wrong_again')"]
+    tests += ["__d1_call__('test_right')"]
+    r = run_tests(code, tests, setup=setup, timeout_s=30)
+    assert r.outcomes[0] != "passed"  # its report machinery is broken, its failure stands
+    assert r.outcomes[1:] == ("AssertionError", "passed"), (r.outcomes, r.stderr[-2000:])
+    assert r.passed == 1
+
+
+def test_a_collection_error_runs_nothing_as_on_the_command_line():
+    setup = src(
+        """
+        import pytest
+
+        def test_ok():
+            assert True
+
+        @pytest.mark.parametrize("x", [1, 2], ids=["only-one"])  # 2 sets, 1 id
+        def test_bad(x):
+            assert x
+        """
+    )
+    r = run_tests("x = 1", ["__d1_call__('test_ok')", "__d1_call__('test_bad')"], setup=setup)
+    assert r.outcomes == ("CollectError", "CollectError") and r.passed == 0

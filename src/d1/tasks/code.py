@@ -20,10 +20,12 @@ Tests, run in `d1.sandbox` (a fresh limited process per completion, each test in
   lines are dropped. The candidate runs after the problem's prompt (its imports and helper
   functions); a completion that does not define the entry point is taken as its body.
 - MBPP: one test per assert of `test_list`, after `test_setup_code` (+ `test_imports`).
-- KodCode: its pytest file is the setup and every `test*` function / `Test*` method a test
-  (parametrize, fixtures, unittest classes: see `d1.sandbox`; statically skipped tests are
-  dropped). A file with a single plain test function is split per assert, as d1 does (d1 keeps
-  only one-line asserts and loses the lines they depend on; we keep them). When the candidate
+- KodCode: its pytest file is the setup and every `test*` function / `Test*` method a test,
+  run by real pytest (`__d1_call__`, see `d1.sandbox`: fixtures, parametrize, marks, unittest
+  classes; statically skipped tests are dropped); a plain `def test_x():` in a file without
+  autouse fixtures, xunit module/function setup or `pytestmark` is simply called. A file with a
+  single plain test function is split per assert, as d1 does (d1 keeps only one-line asserts
+  and loses the lines they depend on; we keep them). When the candidate
   does not define the tested function but defines another one, the first is aliased to the
   tested name (d1 renames it).
 
@@ -309,12 +311,28 @@ def _is_testcase(node: ast.ClassDef) -> bool:
     return any(ast.unparse(b) in ("unittest.TestCase", "TestCase") for b in node.bases)
 
 
+# Module-level pytest features that apply to every test, even a plain `def test_x():`.
+_MODULE_WIDE = frozenset(
+    {"setup_module", "teardown_module", "setUpModule", "tearDownModule", "setup_function"}
+    | {"teardown_function", "pytestmark"}
+)
+
+
+def _module_wide_pytest(tree: ast.Module) -> bool:
+    """Whether the file has autouse fixtures, xunit module/function setup or `pytestmark`, so
+    that even plain test functions must run under pytest (`d1.sandbox`) to get its semantics."""
+    if _top_level_names(tree) & _MODULE_WIDE:
+        return True
+    return any(isinstance(n, ast.keyword) and n.arg == "autouse" for n in ast.walk(tree))
+
+
 def pytest_tests(test_file: str) -> CodeTests:
     """A pytest file as a test suite: the file is the setup, each collected test one snippet
     (module doc). Raises ValueError when the file does not parse or holds no test."""
     tree = _parse(test_file)
     if tree is None:
         raise ValueError("the test file does not parse")
+    module_wide = _module_wide_pytest(tree)
     items: dict[str, str] = {}
     plain: dict[str, ast.FunctionDef] = {}
     for node in tree.body:
@@ -327,6 +345,7 @@ def pytest_tests(test_file: str) -> CodeTests:
                 continue
             simple = (
                 isinstance(node, ast.FunctionDef)
+                and not module_wide
                 and not node.decorator_list
                 and not (node.args.args or node.args.posonlyargs or node.args.kwonlyargs)
             )
