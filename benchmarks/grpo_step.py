@@ -10,7 +10,9 @@ Modes (`--compare faithful,fast`, or one of them with `--mode`):
   reference policy's log-probs for all mu masks in a second giant forward; then mu optimizer
   steps, each one forward + backward of the current log-probs. It uses none of
   `d1.grpo.update` / `d1.likelihood` / `d1.grpo.loss` (its estimator and loss are written out
-  below, d1's formulas), so changes there do not move the baseline.
+  below, d1's formulas), so changes there do not move the baseline. Step k uses mask k for
+  every micro-batch (d1's trainer advanced the mask index per micro-batch, a bug that changes
+  which masks are used, not the cost).
 - **fast** is the project's path with its defaults: rollouts with `GRPOSection().sampler` (the
   RL sampler default, at the workload's gen / block / steps / temperature), then
   `prepare_policy_batch` and `policy_step` of `d1.grpo.update` (old log-probs chunked, only for
