@@ -197,7 +197,7 @@ class RopeTable:
 
         `position_ids` None: positions offset .. offset + length - 1 (a slice of the table).
         A [B, L] or [L] integer tensor of non-negative positions is gathered from the table
-        (one host sync for its maximum); other position ids are computed directly.
+        (one host sync for its range); other position ids are computed directly.
         """
         if position_ids is None:
             cos, sin = self.tables(device, offset + length)
@@ -205,10 +205,13 @@ class RopeTable:
                 None, None, offset : offset + length
             ]
         pos = position_ids.to(device)
-        if pos.is_floating_point() or pos.numel() == 0 or int(pos.min()) < 0:
+        lo = hi = 0
+        if not pos.is_floating_point() and pos.numel() > 0:
+            lo, hi = torch.stack(torch.aminmax(pos)).tolist()  # one host sync for both
+        if pos.is_floating_point() or pos.numel() == 0 or lo < 0:
             cos, sin = rope_cos_sin(pos, self.head_dim, self.theta)
             return cos, signed_sin(sin)
-        cos, sin = self.tables(device, int(pos.max()) + 1)
+        cos, sin = self.tables(device, hi + 1)
         if pos.dim() == 1:
             return cos[pos][None, None], sin[pos][None, None]
         return cos[pos][:, None], sin[pos][:, None]
