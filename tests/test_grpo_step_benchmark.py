@@ -92,3 +92,34 @@ def test_quick_compare_prints_both_modes_and_the_split() -> None:
         assert column in out
     # d1's giant no-grad batch holds mu x N rows; the project's chunks do not grow with mu.
     assert "(24 rows)" in out and "(6 rows)" in out
+
+
+def test_rl_rollouts_quick_runs_and_reports(tmp_path: Path) -> None:
+    """benchmarks/rl_rollouts.py: SFT once per seed, RL per rollout setting from it, checkpoint
+    evaluations, then the table (with the paired differences) and the plot."""
+    script = str(ROOT / "benchmarks" / "rl_rollouts.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--quick", "--out", str(tmp_path), "--seeds", "0"]
+    settings = ["--settings", "reference:name=reference", "fast-dual:name=fast,cache=dual"]
+    subprocess.run(
+        [sys.executable, script, *common, *settings, "--eval-every", "1", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env=env,
+    )
+    out = subprocess.run(
+        [sys.executable, script, *common, "--report"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env=env,
+    ).stdout
+    table = [
+        ln for ln in out.splitlines() if ln.startswith("| reference") or ln.startswith("| fast")
+    ]
+    assert [ln.split("|")[1].strip() for ln in table] == ["reference", "fast-dual", "fast-dual"]
+    assert "fast (cache dual)" in table[1]
+    assert (tmp_path / "rl_rollouts.png").is_file()
