@@ -67,7 +67,8 @@ def test_paper_defaults() -> None:
     assert (g.num_generations, g.num_iterations, g.p_mask_prompt) == (6, 12, 0.15)
     assert (g.epsilon, g.beta, g.sampler.temperature, g.scale_rewards) == (0.5, 0.04, 0.9, "none")
     assert (g.sampler.gen_length, g.sampler.block_length, g.sampler.num_steps) == (256, 32, 128)
-    assert g.sampler.name == "reference"
+    # d1's schedule, decoded with the dual block cache (RL default, RESULTS_rl_throughput.md).
+    assert (g.sampler.name, g.sampler.cache_mode, g.sampler.threshold) == ("fast", "dual", None)
     assert g.max_prompt_length == 200
     o = cfg.optim
     assert (o.learning_rate, o.adam_beta1, o.adam_beta2, o.weight_decay) == (3e-6, 0.9, 0.99, 0.1)

@@ -444,12 +444,17 @@ def test_grpo_yaml_sampler_reaches_the_rollouts(confident_model: Path, tmp_path:
         rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").open()]
         return rows[-1]
 
-    ref = run("ref", "")
+    ref = run("ref", ", name: reference")
     fast = run("fast", ", name: fast, cache: dual, threshold: 0.95")
+    default = run("default", "")
     # One generation batch of 4 completions (one sampler call): reference 16 full calls.
     assert ref["compute/sampler_model_calls"] == 16
     assert ref["compute/sampler_forward_passes"] == 16 * 4
     assert ref["compute/sampler_chunk_passes"] == 0
+    # The RL default: the same 16 steps, one refresh per block of 8 and chunk calls otherwise.
+    assert default["compute/sampler_model_calls"] == 16
+    assert default["compute/sampler_forward_passes"] == 4 * 4
+    assert default["compute/sampler_chunk_passes"] == 12 * 4
     # The dual cache ran (chunk calls) and the threshold cut the calls per block.
     assert fast["compute/sampler_chunk_passes"] > 0
     assert fast["compute/sampler_model_calls"] < ref["compute/sampler_model_calls"]

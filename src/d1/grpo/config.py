@@ -6,7 +6,8 @@ estimator, reference = the model before RL), advantages `r - mean(group)` withou
 AdamW lr 3e-6 constant with warm-up, betas (0.9, 0.99), weight decay 0.1, max grad norm 0.2,
 16 prompts = 96 completions per optimizer step (d1: 8 GPUs x 6 per device x 2 accumulation),
 LoRA r 128 alpha 64 dropout 0.05 on a 4-bit NF4 base, max prompt length 200, rollouts of 256
-tokens in blocks of 32 with 128 steps at temperature 0.9 (`grpo.sampler`).
+tokens in blocks of 32 with 128 steps at temperature 0.9 (`grpo.sampler`; decoded by default
+with the fast sampler's dual block cache, same schedule; `name: reference` is d1's sampler).
 
 Sections: `model`, `lora` (null = full fine-tuning), `optim`, `train` (the shared toolkit's),
 `grpo` (the method), `tasks` (one or several training tasks with mixture weights).
@@ -118,9 +119,12 @@ class GRPOSection:
         random_masking: a fresh prompt mask per inner iteration (d1: true); false reuses one.
         estimator: the log-prob estimator (`d1.likelihood.list_estimators()`).
         max_prompt_length: prompts are left-truncated to this many tokens (d1: 200; null: off).
-        sampler: the rollout sampler, every setting (`d1.sampling.SamplerConfig`; d1: gen
-            length 256, block 32, 128 steps, temperature 0.9, the reference sampler), e.g.
-            `grpo.sampler.name=fast grpo.sampler.cache=dual grpo.sampler.threshold=0.95`.
+        sampler: the rollout sampler, every setting (`d1.sampling.SamplerConfig`). Default
+            (`SamplerConfig.rl_default`): d1's schedule (gen length 256, block 32, 128 steps,
+            temperature 0.9) with the fast sampler's dual block cache, measured to learn as
+            reference rollouts do, faster (benchmarks/RESULTS_rl_throughput.md); d1's own
+            sampler is `grpo.sampler.name=reference` (the paper configs set it); threshold
+            decoding is opt-in, e.g. `grpo.sampler.threshold=0.95`.
         generation_batch_size: sequences per sampler call (null: the micro-batch size).
         logprob_chunk_size: sequences per no-grad forward for old/reference log-probs (null: the
             micro-batch size).
@@ -145,7 +149,7 @@ class GRPOSection:
     random_masking: bool = True
     estimator: str = "d1_one_step"
     max_prompt_length: int | None = 200
-    sampler: SamplerConfig = field(default_factory=SamplerConfig.for_rollouts)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig.rl_default)
     generation_batch_size: int | None = None
     logprob_chunk_size: int | None = None
     log_completions_steps: int = 10

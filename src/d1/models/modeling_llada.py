@@ -64,14 +64,14 @@ class LLaDAKVCache:
     Attributes:
         keys, values: per layer [B, n_kv_heads, L, head_dim] (None until the refresh fills them).
         attn_mask: the refresh's boolean key mask [B, 1, 1, L] (or a 4-D mask), None = no padding.
-        position_ids: the refresh's RoPE positions, [B, L] or [L].
+        position_ids: the refresh's RoPE positions, [B, L] or [L]; None = 0..L-1.
     """
 
     def __init__(
         self,
         n_layers: int,
         attn_mask: torch.Tensor | None,
-        position_ids: torch.Tensor,
+        position_ids: torch.Tensor | None,
     ) -> None:
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
@@ -125,6 +125,12 @@ class LLaDARMSNorm(nn.Module):
         return self.weight * h.to(dtype)
 
 
+def _inv_freq(head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
+    return 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    )
+
+
 def rope_cos_sin(
     position_ids: torch.Tensor, head_dim: int, theta: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,18 +138,83 @@ def rope_cos_sin(
 
     NeoX / HF-Llama half-split layout: inv_freq = theta^(-arange(0, hd, 2)/hd), angles =
     position x inv_freq in float32, emb = cat(angles, angles) (LLADA_ARCH.md "RoPE").
-    Not stored in the state dict: recomputed per call, which costs nothing next to attention.
+    The model itself reads these values from `RopeTable` (computed once per device, sliced or
+    gathered per call); this direct computation is the definition it is tested against, and
+    the path for explicit position ids that the table cannot index (negative or fractional).
     """
-    device = position_ids.device
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    )
+    inv_freq = _inv_freq(head_dim, theta, position_ids.device)
     pos = position_ids.to(torch.float32)
     if pos.dim() == 1:
         pos = pos[None]
     freqs = pos[..., None] * inv_freq  # [B, L, hd/2]
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, L, hd]
     return emb.cos(), emb.sin()
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """cat(-s1, s2) of sin's two halves: `rotate_half(x) * sin == swap_halves(x) * signed_sin`
+    exactly ((-a) * b and a * (-b) are the same float), one negation per table instead of
+    one per call."""
+    s1, s2 = sin.chunk(2, dim=-1)
+    return torch.cat((-s1, s2), dim=-1)
+
+
+class RopeTable:
+    """RoPE cos / signed sin for positions 0..n-1, computed once per device and grown on demand.
+
+    Recomputing the tables on every forward cost ~2.5 % of a tiny model's sampler step (and a
+    [B, L, hd] allocation per call). The values for position p are computed by exactly the
+    operations of `rope_cos_sin` (float32 product with inv_freq, cat, cos / sin), elementwise,
+    so a slice or a gather of the table is bit for bit the recomputed table (tested); the table
+    length never changes a value. A contiguous run of positions [offset, offset + L) is a
+    zero-copy slice; per-row positions (left padding) are gathered. Tables are float32 whatever
+    the model dtype (LLaDA rotates q and k in float32), so one table per device serves every
+    dtype. Not a buffer: not in the state dict, rebuilt lazily on a new device.
+    """
+
+    def __init__(self, head_dim: int, theta: float) -> None:
+        self.head_dim = head_dim
+        self.theta = theta
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, device: torch.device, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin) [n, head_dim] float32 on `device` with n >= `length`."""
+        have = self._tables.get(device)
+        if have is None or have[0].shape[0] < length:
+            n = max(length, 256, 2 * (have[0].shape[0] if have is not None else 0))
+            # Ordinary tensors even when first built under inference_mode (an inference tensor
+            # could not be saved for a later training step's backward).
+            with torch.inference_mode(False), torch.no_grad():
+                cos, sin = rope_cos_sin(torch.arange(n, device=device), self.head_dim, self.theta)
+                have = (cos[0, 0], signed_sin(sin[0, 0]))
+            self._tables[device] = have
+        return have
+
+    def lookup(
+        self, position_ids: torch.Tensor | None, offset: int, length: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, signed sin broadcastable to [B, 1, L, head_dim].
+
+        `position_ids` None: positions offset .. offset + length - 1 (a slice of the table).
+        A [B, L] or [L] integer tensor of non-negative positions is gathered from the table
+        (one host sync for its range); other position ids are computed directly.
+        """
+        if position_ids is None:
+            cos, sin = self.tables(device, offset + length)
+            return cos[None, None, offset : offset + length], sin[
+                None, None, offset : offset + length
+            ]
+        pos = position_ids.to(device)
+        lo = hi = 0
+        if not pos.is_floating_point() and pos.numel() > 0:
+            lo, hi = torch.stack(torch.aminmax(pos)).tolist()  # one host sync for both
+        if pos.is_floating_point() or pos.numel() == 0 or lo < 0:
+            cos, sin = rope_cos_sin(pos, self.head_dim, self.theta)
+            return cos, signed_sin(sin)
+        cos, sin = self.tables(device, hi + 1)
+        if pos.dim() == 1:
+            return cos[pos][None, None], sin[pos][None, None]
+        return cos[pos][:, None], sin[pos][:, None]
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -156,6 +227,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate x [B, H, L, hd] in float32 and cast back (LLaDA's rope_full_precision)."""
     xf = x.float()
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
+def apply_rope_signed(x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` with the signed sin of `signed_sin`: the same values bit for bit, one kernel
+    fewer (no negation of x's half on every call)."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * cos + torch.cat((x2, x1), dim=-1) * ssin).to(x.dtype)
 
 
 class LLaDABlock(GradientCheckpointingLayer):
@@ -209,6 +288,8 @@ class LLaDABlock(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         """x [B, L, d] -> [B, L, d]. Arguments are positional so gradient checkpointing works.
 
+        `cos`, `sin`: the RoPE tables of x's positions, sin signed (`signed_sin`).
+
         With `cache`, x holds positions [cache_position, cache_position + L) of the cached
         sequence: its keys/values go into the cache there and queries attend over all of it.
         """
@@ -217,8 +298,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         q = self.q_proj(h).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
+        q = apply_rope_signed(q, cos, sin)
+        k = apply_rope_signed(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v, cache_position)
         att = self.attention(q, k, v, attn_mask)
@@ -325,6 +406,8 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         super().__init__(config)
         _check_supported(config)
         self.model = LLaDAModel(config)
+        # Not a module or buffer: float32 tables per device, outside the state dict.
+        self._rope = RopeTable(config.head_dim, config.rope_theta)
         self.post_init()
 
     # --- embeddings -------------------------------------------------------------------------
@@ -421,9 +504,9 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                     attn_mask = attn_mask.to(x.dtype)
             else:
                 raise ValueError("attention_mask must be [B, L] or a [B, (1,) L, L] mask.")
-        if position_ids is None:
-            position_ids = torch.arange(t, device=x.device)
-        position_ids = position_ids.to(x.device)
+        # position_ids None from here on means 0..t-1 (a slice of the RoPE table, no tensor).
+        if position_ids is not None:
+            position_ids = position_ids.to(x.device)
         if use_cache:
             cache = LLaDAKVCache(len(tr.blocks), attn_mask, position_ids)
         return self._run_blocks(
@@ -467,11 +550,11 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             attn_mask = key_padding_mask(attention_mask)
         if attn_mask is not None and attn_mask.shape[-2] != 1:
             attn_mask = attn_mask[..., start:end, :]  # a 4-D mask: the chunk's query rows
-        if position_ids is None:
+        if position_ids is None and cache.position_ids is not None:
             position_ids = cache.position_ids[..., start:end]
         return self._run_blocks(
             x,
-            position_ids.to(x.device),
+            None if position_ids is None else position_ids.to(x.device),
             attn_mask,
             cache,
             start,
@@ -483,7 +566,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     def _run_blocks(
         self,
         x: torch.Tensor,
-        position_ids: torch.Tensor,
+        position_ids: torch.Tensor | None,
         attn_mask: torch.Tensor | None,
         cache: LLaDAKVCache | None,
         cache_position: int,
@@ -491,9 +574,12 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         output_hidden_states: bool | None,
         logits_to_keep: int | slice | torch.Tensor,
     ) -> LLaDAOutput | tuple[torch.Tensor, ...]:
-        """Blocks, final norm and LM head (the shared tail of full and cached forwards)."""
+        """Blocks, final norm and LM head (the shared tail of full and cached forwards).
+
+        `position_ids` None: x holds positions cache_position .. cache_position + L - 1.
+        """
         tr = self.model.transformer
-        cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        cos, sin = self._rope.lookup(position_ids, cache_position, x.shape[1], x.device)
         hidden = [] if output_hidden_states else None
         for block in tr.blocks:
             if hidden is not None:
@@ -533,8 +619,11 @@ __all__ = [
     "LLaDAOutput",
     "LLaDAPreTrainedModel",
     "LLaDARMSNorm",
+    "RopeTable",
     "apply_rope",
+    "apply_rope_signed",
     "key_padding_mask",
     "positions_from_mask",
     "rope_cos_sin",
+    "signed_sin",
 ]

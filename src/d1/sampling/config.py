@@ -43,7 +43,8 @@ class SamplerConfig:
     Defaults are d1's: block 32, `steps = gen_length / 2` (2 tokens per step), greedy, the
     reference sampler. d1 evaluates at temperature 0 for gen lengths 128 / 256 / 512
     (`SamplerConfig.for_eval`); its RL rollouts use 256 / 32 / 128 at temperature 0.9
-    (`SamplerConfig.for_rollouts`).
+    (`SamplerConfig.for_rollouts`). The GRPO config's default is that schedule with the fast
+    sampler's dual cache (`SamplerConfig.rl_default`).
 
     Attributes:
         gen_length: number of generated tokens (null only where the caller sets it per run:
@@ -200,6 +201,26 @@ class SamplerConfig:
         shorter gen_length keeps 2 tokens per step), temperature 0.9."""
         kwargs: dict[str, Any] = {"gen_length": 256, "block_length": 32, "temperature": 0.9}
         return cls(**{**kwargs, **overrides})
+
+    @classmethod
+    def rl_default(cls, **overrides: Any) -> SamplerConfig:
+        """The project's RL rollout default: d1's rollout schedule (`for_rollouts`: gen 256,
+        block 32, gen_length / 2 steps, temperature 0.9) decoded by the fast sampler with the
+        dual block KV cache and the same fixed schedule (no threshold).
+
+        Chosen by measurement (benchmarks/RESULTS_rl_throughput.md): the dual cache keeps d1's
+        number of decoding steps and commits per step and makes each step cheaper, so it is
+        never slower than the reference sampler (1.5-1.6x faster rollouts on the demo's trained
+        model, ~1.5x on untrained tiny models at gen 64, 5.4x at gen 256 in
+        RESULTS_fast_sampling.md), and the demo's diffu-GRPO learned within the 3-seed spread of
+        reference rollouts. Threshold decoding is left opt-in: it needs *more* steps than the
+        fixed schedule where the model is unsure (at temperature 1 on the demo's hard problems,
+        or on any untrained model). The paper configs (`configs/grpo/*.yaml`) pin
+        `name: reference` to reproduce d1 exactly.
+        """
+        # cache null = the fast sampler's default ("dual"), so that a config which only sets
+        # `name: reference` (the paper configs) is valid without also unsetting the cache.
+        return cls.for_rollouts(**{"name": "fast", **overrides})
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The keyword arguments the sampler function takes from this config."""

@@ -46,17 +46,18 @@ from __future__ import annotations
 
 import torch
 
-from d1.models.forward import model_logits
 from d1.models.modeling_llada import LLaDAKVCache, LLaDAModelLM
 from d1.sampling.steps import (
     CACHE_MODES,
     SamplingStats,
     TraceFn,
+    block_logits,
     check_fast_options,
     check_inputs,
     emit_trace,
     guide,
     init_canvas,
+    native_llada,
     num_transfer_tokens,
     propose_masked,
     select_above_threshold,
@@ -73,16 +74,9 @@ def cache_model(model: torch.nn.Module) -> LLaDAModelLM:
     Calling it directly keeps LoRA active (peft injects its layers into the base model).
     Raises ValueError naming the fix when there is none (the cache needs `LLaDAKVCache`).
     """
-    inner = model
-    for _ in range(8):
-        if isinstance(inner, LLaDAModelLM):
-            return inner
-        if hasattr(inner, "get_base_model"):  # peft
-            inner = inner.get_base_model()
-        elif isinstance(getattr(inner, "module", None), torch.nn.Module):  # DDP / accelerate
-            inner = inner.module
-        else:
-            break
+    inner = native_llada(model)
+    if inner is not None:
+        return inner
     raise ValueError(
         f"The block KV cache needs the native LLaDA model (d1.models.LLaDAModelLM); got "
         f"{type(model).__name__}. Use cache='none' (threshold decoding still works) or load the "
@@ -181,7 +175,7 @@ def generate_fast(
         x_uncond[:, :prompt_len] = prompt_uncond
         return torch.cat([x, x_uncond])[:, lo:hi]
 
-    def block_logits(raw: torch.Tensor) -> torch.Tensor:
+    def combine(raw: torch.Tensor) -> torch.Tensor:
         """The block's float64 logits [B, n, V] from the model's rows (CFG combined)."""
         return guide(raw, cfg_scale) if use_cfg else raw.to(torch.float64)
 
@@ -205,8 +199,7 @@ def generate_fast(
             if lm is None:
                 # Exactly the reference sampler's call.
                 rows = model_rows(0)
-                raw = model_logits(model, rows, rows_attn, logit_shift=logit_shift)
-                raw = raw[:, start:end]
+                raw = block_logits(model, rows, rows_attn, start, end, logit_shift=logit_shift)
             elif kv is None:
                 # Block start: the refresh fills the cache from a full forward.
                 rows = model_rows(0)
@@ -227,7 +220,7 @@ def generate_fast(
                     logits_to_keep=slice(0, block_length),
                 ).logits
             stats.count_call(rows, cached=lm is not None and j > 0)  # j 0: the refresh
-            logits = block_logits(raw)
+            logits = combine(raw)
             block = x[:, start:end]
             x0, confidence, masked = propose_masked(
                 block,

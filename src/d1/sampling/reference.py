@@ -17,7 +17,8 @@ Where we differ from the official script, on purpose:
   every step, so left-padded batches give each prompt the tokens it would get alone (the
   official code passes none).
 - Only the current block's positions are scored (the official code scores all L positions, then
-  sets those past the block to -inf; the committed set is the same). Mask tokens inside the
+  sets those past the block to -inf; the committed set is the same), and a native LLaDA model
+  computes the LM head for the block only (`logits_to_keep`). Mask tokens inside the
   *prompt* are therefore allowed and treated as fixed conditioning: they are never filled (the
   official code would let them compete for the block's commits).
 - Gumbel-max uses the log form `logits + T * Gumbel` in float64, which has the same argmax as
@@ -37,10 +38,10 @@ from __future__ import annotations
 
 import torch
 
-from d1.models.forward import model_logits
 from d1.sampling.steps import (
     SamplingStats,
     TraceFn,
+    block_logits,
     check_inputs,
     emit_trace,
     guide,
@@ -132,11 +133,11 @@ def generate(
                 x_uncond = x.clone()
                 x_uncond[:, :prompt_len] = prompt_uncond
                 rows = torch.cat([x, x_uncond])
-                both = model_logits(model, rows, attn_cfg, logit_shift=logit_shift)[:, start:end]
+                both = block_logits(model, rows, attn_cfg, start, end, logit_shift=logit_shift)
                 logits = guide(both, cfg_scale)
             else:
                 rows = x
-                logits = model_logits(model, x, attn, logit_shift=logit_shift)[:, start:end]
+                logits = block_logits(model, x, attn, start, end, logit_shift=logit_shift)
                 # float64 for Gumbel-max and confidences; for a float64 model this stays a view of
                 # its output, which is fine: nothing else reads that output.
                 logits = logits.to(torch.float64)
