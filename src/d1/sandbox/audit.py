@@ -112,7 +112,7 @@ _DEV_ALLOWED: frozenset[str] = frozenset(
 )
 _PROC_ALLOWED: frozenset[str] = frozenset({"/proc/cpuinfo", "/proc/meminfo", "/proc/stat"})
 
-_RECORD_LIMIT_BLOCKED = 32  # at most this many "blocked" records per run
+RECORD_LIMIT_BLOCKED = 32  # at most this many "blocked" records per run
 
 
 def _make_resolver(on_loop):
@@ -158,7 +158,7 @@ def _make_resolver(on_loop):
     return real
 
 
-def _make_audit_hook(root: str, report, max_files: int):
+def make_audit_hook(root: str, report, max_files: int):
     """The audit hook enforcing the sandbox policy (module docstring) for directory `root`.
 
     The hook runs while untrusted code may have replaced builtins or module attributes, so it
@@ -185,7 +185,7 @@ def _make_audit_hook(root: str, report, max_files: int):
     state = {"blocked": 0, "created": 0}
 
     def deny(event, exc_type=_PermissionError):
-        if state["blocked"] < _RECORD_LIMIT_BLOCKED:
+        if state["blocked"] < RECORD_LIMIT_BLOCKED:
             state["blocked"] += 1
             report("blocked " + event)
         raise exc_type(f"d1 sandbox: {event} is not allowed")

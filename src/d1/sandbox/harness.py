@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
-from d1.sandbox.audit import _make_audit_hook
-from d1.sandbox.seccomp import _install_seccomp
+from d1.sandbox.audit import make_audit_hook
+from d1.sandbox.seccomp import install_seccomp
 
 
 def _neuter_posixsubprocess() -> None:
@@ -155,7 +155,7 @@ def _child_main(config_path: str) -> None:
         cfg = json.loads(f.read())
     os.remove(config_path)  # the tests and the nonce are not left on disk
     _apply_limits(cfg)
-    seccomp = bool(cfg["seccomp"]) and _install_seccomp()
+    seccomp = bool(cfg["seccomp"]) and install_seccomp()
     _neuter_posixsubprocess()
     _prefer_path_based_shutil()
 
@@ -219,7 +219,7 @@ def _child_main(config_path: str) -> None:
         """Snapshot the trusted modules, then lock down: from here on code may be hostile."""
         nonlocal restore_modules
         restore_modules = _snapshot_modules()
-        sys.addaudithook(_make_audit_hook(root, report, max_files))
+        sys.addaudithook(make_audit_hook(root, report, max_files))
         report("ready seccomp" if seccomp else "ready")
 
     def arm(seconds: float) -> None:

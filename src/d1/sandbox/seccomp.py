@@ -50,7 +50,7 @@ def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
     return prog
 
 
-def _install_seccomp() -> bool:
+def install_seccomp() -> bool:
     """Install `_seccomp_program` on this process (child side, single-threaded, before any
     untrusted code). False when unsupported here; the audit hook still applies then."""
     prog = _seccomp_program(os.uname().machine)
