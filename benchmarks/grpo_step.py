@@ -1,4 +1,4 @@
-"""Seconds per diffu-GRPO optimizer step (SPEC 4): d1's schedule ("faithful") vs the project's
+"""Seconds per diffu-GRPO optimizer step (docs/method.md §4): d1's schedule ("faithful") vs the project's
 defaults ("fast"), with the time split per phase, for mu = 4 and 12.
 
 Modes (`--compare faithful,fast`, or one of them with `--mode`):
@@ -121,7 +121,7 @@ def even_share_reward(completion_ids: torch.Tensor, completion_mask: torch.Tenso
 
 
 def first_eos_mask(completion_ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
-    """True up to and including the first EOS (SPEC 4)."""
+    """True up to and including the first EOS (docs/method.md §4)."""
     if eos_id is None:
         return torch.ones_like(completion_ids, dtype=torch.bool)
     is_eos = (completion_ids == eos_id).int()
@@ -491,7 +491,7 @@ def d1_loss(
     epsilon: float,
     beta: float,
 ) -> torch.Tensor:
-    """d1's per-token clipped objective with the k3 KL (SPEC 4), summed with `weights`."""
+    """d1's per-token clipped objective with the k3 KL (docs/method.md §4), summed with `weights`."""
     ratio = torch.exp(logps - old)
     a = advantages[:, None]
     per_token = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a)

@@ -1,4 +1,4 @@
-"""diffu-GRPO config, reference policy, exact resume and an end-to-end run (SPEC 4)."""
+"""diffu-GRPO config, reference policy, exact resume and an end-to-end run (docs/method.md §4)."""
 
 from __future__ import annotations
 

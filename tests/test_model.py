@@ -107,7 +107,7 @@ def _random_model(config: LLaDAConfig, seed: int = 0) -> LLaDAModelLM:
     return model.eval()
 
 
-# --- independent slow reference (LLADA_ARCH.md "Forward") --------------------------------------
+# --- independent slow reference (docs/llada.md "Forward") --------------------------------------
 
 
 def _ref_rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -213,7 +213,7 @@ def test_weight_tying_uses_embedding_as_head() -> None:
     torch.testing.assert_close(out.logits, final @ model.model.transformer.wte.weight.T)
 
 
-# --- state dict layout (LLADA_ARCH.md table) --------------------------------------------------
+# --- state dict layout (docs/llada.md table) --------------------------------------------------
 
 
 def _expected_shapes(cfg: LLaDAConfig) -> dict[str, tuple[int, ...]]:

@@ -1,4 +1,4 @@
-"""Tests for LLaDA's sampler (SPEC 2): schedule, exactness against a slow reference, padding
+"""Tests for LLaDA's sampler (docs/method.md §2): schedule, exactness against a slow reference, padding
 invariance, decoding invariants, sampling at temperature > 0, configs and bad inputs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests for the fast sampler (SPEC 2 "Faster samplers", Fast-dLLM) and the model's block KV
+"""Tests for the fast sampler (docs/method.md §2 "Faster samplers", Fast-dLLM) and the model's block KV
 cache: exact equivalences with the reference sampler, the cache's refresh/chunk mechanics,
 approximation of cached steps, threshold decoding invariants, batch padding invariance in every
 mode, configuration and errors."""

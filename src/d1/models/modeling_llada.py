@@ -1,19 +1,19 @@
 """Native LLaDA: a bidirectional Llama-style transformer that loads the official state dict as is.
 
-Facts implemented here are in LLADA_ARCH.md ("LLaDA-8B-Instruct"): module names and shapes
+Facts implemented here are in docs/llada.md ("LLaDA-8B-Instruct"): module names and shapes
 (`model.transformer.{wte,blocks.i.*,ln_f,ff_out}`), pre-norm blocks, RMSNorm computed in float32,
 RoPE in the half-split layout with q/k rotated in float32, bidirectional SDPA with the default
-scale, SwiGLU with `ff_proj` as the activated gate, untied LM head, no logit shift (SPEC 1).
+scale, SwiGLU with `ff_proj` as the activated gate, untied LM head, no logit shift (docs/method.md §1).
 
 Beyond the original remote code, this implementation
-- honours `attention_mask` as a key-padding mask (SPEC 2 item 4, SPEC 8 "No attention masks"):
+- honours `attention_mask` as a key-padding mask (docs/method.md §2 item 4, docs/method.md §8 "No attention masks"):
   never a causal part; an all-ones mask gives exactly the unmasked result;
 - derives RoPE positions from the mask (cumsum - 1) so a left-padded prompt sees the positions it
   would see alone, which makes batched sampling independent of batch composition;
 - supports `position_ids`, `inputs_embeds`, GQA, HF gradient checkpointing and peft;
 - offers an optional block KV cache (`use_cache` / `cache` / `cache_position`,
   `LLaDAKVCache`) for Fast-dLLM-style approximate caching in diffusion sampling
-  (LLADA_ARCH.md "Fast-dLLM's cache", `d1.sampling_fast`), and `logits_to_keep`.
+  (docs/llada.md "Fast-dLLM's cache", `d1.sampling_fast`), and `logits_to_keep`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class LLaDAOutput(ModelOutput):
 class LLaDAKVCache:
     """Keys and values of every layer for a whole sequence, for block-wise approximate caching.
 
-    Fast-dLLM's cache (LLADA_ARCH.md "Fast-dLLM's cache"), batched: a full forward with
+    Fast-dLLM's cache (docs/llada.md "Fast-dLLM's cache"), batched: a full forward with
     `use_cache=True` fills it (the "refresh"); a later forward of a contiguous chunk of the same
     sequence (`cache=cache, cache_position=start`) writes the chunk's new keys/values
     into the cache at its positions, **in place**, and attends over the whole cached sequence:
@@ -108,7 +108,7 @@ class LLaDAKVCache:
 
 
 class LLaDARMSNorm(nn.Module):
-    """RMSNorm with an affine weight and no bias, computed in float32 (LLADA_ARCH.md "RMSNorm").
+    """RMSNorm with an affine weight and no bias, computed in float32 (docs/llada.md "Forward").
 
     `y = (x * rsqrt(mean(x^2) + eps)).to(x.dtype) * weight`, as HF's LlamaRMSNorm.
     """
@@ -137,7 +137,7 @@ def rope_cos_sin(
     """Float32 RoPE tables for `position_ids` [B, L] (or [L]) -> cos, sin [B, 1, L, head_dim].
 
     NeoX / HF-Llama half-split layout: inv_freq = theta^(-arange(0, hd, 2)/hd), angles =
-    position x inv_freq in float32, emb = cat(angles, angles) (LLADA_ARCH.md "RoPE").
+    position x inv_freq in float32, emb = cat(angles, angles) (docs/llada.md "Forward").
     The model itself reads these values from `RopeTable` (computed once per device, sliced or
     gathered per call); this direct computation is the definition it is tested against, and
     the path for explicit position ids that the table cannot index (negative or fractional).
@@ -455,7 +455,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             cache: a filled `LLaDAKVCache`: the input is then the contiguous chunk
                 [cache_position, cache_position + L) of the cached sequence; its keys/values are
                 written into the cache in place and it attends over the whole cached sequence
-                (approximate block caching, LLADA_ARCH.md "Fast-dLLM's cache"). The mask and
+                (approximate block caching, docs/llada.md "Fast-dLLM's cache"). The mask and
                 positions default to the cache's (an `attention_mask` given here must be the
                 [B, L_cache] one of the whole sequence).
             use_cache: True (without `cache`) returns a new `LLaDAKVCache` of this full
