@@ -225,12 +225,19 @@ class LossStats:
         n = self.totals.get("tokens", 0.0)
         if n <= 0:
             return {}
-        return {
-            "kl": self.totals["kl"] / n,
-            "clip_ratio/low": self.totals["clip_low"] / n,
-            "clip_ratio/high": self.totals["clip_high"] / n,
-            "clip_ratio/region": self.totals["clip_region"] / n,
-            "ratio/mean": self.totals["ratio"] / n,
-            "ratio/min": self.totals["ratio_min"],
-            "ratio/max": self.totals["ratio_max"],
-        }
+        t = self.totals
+        out: dict[str, float] = {}
+        # A ratio-free objective (wd1) reports no ratio / clip / KL sums.
+        for key, name in (
+            ("kl", "kl"),
+            ("clip_low", "clip_ratio/low"),
+            ("clip_high", "clip_ratio/high"),
+            ("clip_region", "clip_ratio/region"),
+            ("ratio", "ratio/mean"),
+        ):
+            if key in t:
+                out[name] = t[key] / n
+        if "ratio_min" in t:
+            out["ratio/min"] = t["ratio_min"]
+            out["ratio/max"] = t["ratio_max"]
+        return out
