@@ -7,6 +7,7 @@ paper's formula token by token. Nothing is shared with the implementation except
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -510,3 +511,83 @@ def test_bad_option_fails_before_any_model_loads(tmp_path: Path) -> None:
     path.write_text("grpo:\n  objective: mc_elbo\n  objective_options: {n: 0}\n")
     with pytest.raises(ConfigError, match=r"grpo\.objective_options\.n"):
         train_grpo(path, ["model.name_or_path=/nonexistent/model"])
+
+
+# ----------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def echo_task(monkeypatch):
+    import d1.tasks
+    from toy_tasks import TOY_TASKS
+
+    monkeypatch.setitem(d1.tasks._REGISTRY, "echo", TOY_TASKS["echo"])
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run_overrides(out: Path, run: str, objective: str, *extra: str) -> list[str]:
+    base = {
+        "model.name_or_path": "tiny-xs",
+        "model.load_in_4bit": "false",
+        "lora": "{r: 4, alpha: 8, dropout: 0.1}",
+        "global_batch_size": "null",
+        "train.per_device_batch_size": "4",
+        "train.gradient_accumulation_steps": "2",
+        "train.max_steps": "4",
+        "train.num_threads": "1",
+        "train.output_dir": str(out),
+        "train.run_name": run,
+        "train.report_to": "[none]",
+        "train.save_steps": "1",
+        "train.progress": "'off'",
+        "grpo.num_generations": "4",
+        "grpo.num_iterations": "2",
+        "grpo.objective": objective,
+        "grpo.sampler.gen_length": "8",
+        "grpo.sampler.block_length": "8",
+        "grpo.sampler.steps": "4",
+        "grpo.sampler.temperature": "1.0",
+        "optim.learning_rate": "1e-3",
+        "tasks": "[{name: echo}]",
+    }
+    return [f"{k}={v}" for k, v in base.items()] + list(extra)
+
+
+@pytest.mark.parametrize(
+    ("objective", "extra"),
+    [
+        ("mc_elbo", ("grpo.objective_options={n: 2, antithetic: false}", "grpo.beta=0.04")),
+        ("coupled", ("grpo.beta=0.04",)),
+        ("wd1", ("grpo.beta=0.0",)),
+    ],
+)
+def test_objective_trains_and_resumes_exactly(tmp_path: Path, echo_task, objective, extra):
+    """A LoRA run of each objective, saved inside a generation batch (step 1 of mu = 2) and
+    resumed: identical final adapter; compute counts the objective's passes."""
+    from safetensors.torch import load_file
+
+    from d1.grpo.trainer import train_grpo
+
+    first = train_grpo(None, _run_overrides(tmp_path, "a", objective, *extra))
+    ckpts = first.run_dir / "checkpoints"
+    assert (ckpts / "checkpoint-1" / "grpo_batch_0.pt").is_file()
+    final_a = load_file(ckpts / "checkpoint-4" / "adapter_model.safetensors")
+    rows = [json.loads(x) for x in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "compute/backward_passes" in r]
+    passes = {"mc_elbo": 2, "coupled": 3, "wd1": 1}[objective]
+    assert rows[-1]["compute/backward_passes"] == 4 * 8 * passes
+    assert rows[-1]["compute/old_forward_passes"] == (0 if objective == "wd1" else 2 * 8 * passes)
+    assert rows[-1]["compute/ref_forward_passes"] == (0 if objective == "wd1" else 4 * 8 * passes)
+    resumed = train_grpo(
+        None,
+        [
+            *_run_overrides(tmp_path, "a", objective, *extra),
+            f"train.resume_from={ckpts / 'checkpoint-1'}",
+        ],
+    )
+    assert resumed.step == 4
+    final_b = load_file(ckpts / "checkpoint-4" / "adapter_model.safetensors")
+    for key in final_a:
+        assert torch.equal(final_a[key], final_b[key]), key
