@@ -141,7 +141,7 @@ def _slow_pass(model, prompt, attn, comp, row, hidden):
     ]
 
 
-def _slow_coupled(model, prompt, attn, comp, g, k, t_min=0.2, t_max=0.8, full=True):
+def _slow_coupled(model, prompt, attn, comp, g, k, t_min=0.2, t_max=0.8, full=False):
     rows = []
     for i in range(comp.shape[0]):
         gen = torch.Generator().manual_seed(
@@ -156,7 +156,7 @@ def _slow_coupled(model, prompt, attn, comp, g, k, t_min=0.2, t_max=0.8, full=Tr
         row = []
         for j in range(C):
             partial = p1[j] / t if m[j] else p2[j] / (1.0 - t)
-            row.append((p0[j] + partial) / 2 if full else partial)
+            row.append((p0[j] + partial) / 2 if full else partial / 2)
         rows.append(row)
     return rows
 
@@ -253,11 +253,11 @@ def test_d1_objective_bit_identical_to_estimate_logps_and_grpo_loss() -> None:
 
 
 @pytest.mark.parametrize("case", range(3))
-@pytest.mark.parametrize("objective", ["coupled", "coupled_2pass", "mc_elbo", "wd1", "d1"])
+@pytest.mark.parametrize("objective", ["coupled", "coupled_3pass", "mc_elbo", "wd1", "d1"])
 def test_objective_matches_literal_slow_reference(objective: str, case: int) -> None:
     name, options = objective, {}
-    if objective == "coupled_2pass":
-        name, options = "coupled", {"full_mask_pass": False}
+    if objective == "coupled_3pass":
+        name, options = "coupled", {"full_mask_pass": True}
     if objective == "mc_elbo":
         options = {"n": 3, "t_eps": 0.05}
     model = Recorder(seed=10 + case)
@@ -291,7 +291,7 @@ def test_objective_matches_literal_slow_reference(objective: str, case: int) -> 
                 _slow_rows_d1(m, prompt, attn, comp, batch.prompt_masks[k], i) for i in range(n)
             ]
         elif name == "coupled":
-            full = options.get("full_mask_pass", True)
+            full = options.get("full_mask_pass", False)
             slow = lambda m: _slow_coupled(m, prompt, attn, comp, 3, k, full=full)  # noqa: E731
         else:
             slow = lambda m: _slow_elbo(m, prompt, attn, comp, 3, k, 3, 0.05)  # noqa: E731
@@ -306,7 +306,7 @@ def test_objective_matches_literal_slow_reference(objective: str, case: int) -> 
 
 
 def test_coupled_each_token_exactly_once_across_the_pair() -> None:
-    settings = _settings("coupled", {"full_mask_pass": False})
+    settings = _settings("coupled")
     prompt, attn, comp, _, _ = _rollout(0)
     state = settings.make_objective().draw(prompt, attn, comp, generation_batch=0, iteration=1)
     assert state.completion is not None and state.completion.shape == (2 * G, 2, C)
@@ -321,8 +321,8 @@ def test_coupled_each_token_exactly_once_across_the_pair() -> None:
     ("objective", "options", "passes"),
     [
         ("d1", {}, 1),
-        ("coupled", {}, 3),
-        ("coupled", {"full_mask_pass": False}, 2),
+        ("coupled", {}, 2),
+        ("coupled", {"full_mask_pass": True}, 3),
         ("mc_elbo", {"n": 4}, 4),
         ("wd1", {}, 1),
     ],
@@ -576,7 +576,7 @@ def test_objective_trains_and_resumes_exactly(tmp_path: Path, echo_task, objecti
     final_a = load_file(ckpts / "checkpoint-4" / "adapter_model.safetensors")
     rows = [json.loads(x) for x in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "compute/backward_passes" in r]
-    passes = {"mc_elbo": 2, "coupled": 3, "wd1": 1}[objective]
+    passes = {"mc_elbo": 2, "coupled": 2, "wd1": 1}[objective]
     assert rows[-1]["compute/backward_passes"] == 4 * 8 * passes
     assert rows[-1]["compute/old_forward_passes"] == (0 if objective == "wd1" else 2 * 8 * passes)
     assert rows[-1]["compute/ref_forward_passes"] == (0 if objective == "wd1" else 4 * 8 * passes)

@@ -20,7 +20,8 @@ Selected by name with `grpo.objective` (`d1 | coupled | mc_elbo | wd1`) and conf
 - `coupled` (`CoupledObjective`): DiffuCoder's coupled sampling (arXiv 2506.20639, Sec. 4,
   "Coupled-GRPO"): a completion mask with ratio t in [t_min, t_max] and its complement, so
   each completion token is scored exactly once across the pair, weighted by 1/t resp.
-  1/(1 - t), averaged with a fully masked pass as in the official code; same clipped loss.
+  1/(1 - t) and averaged over the pair (optionally with d1's fully masked pass, as the
+  official code does); same clipped loss.
 - `mc_elbo` (`MCElboObjective`): the masked-diffusion ELBO (LLaDA's bound, as used by VRPO in
   LLaDA 1.5, arXiv 2505.19223) with n Monte Carlo (t, mask) draws per sequence, one mask per
   timestep (VRPO's optimal allocation) and the same draws for current, old and reference
@@ -158,13 +159,16 @@ class CoupledOptions:
     Attributes:
         t_min, t_max: the mask ratio t of each row is uniform in [t_min, t_max] (DiffuCoder:
             0.2, 0.8); the complement masks the rest, at ratio 1 - t.
-        full_mask_pass: also run d1's fully masked pass and average it with the coupled
-            estimate, as DiffuCoder's code does (3 forwards per sequence; false: 2).
+        full_mask_pass: also run d1's fully masked pass, as DiffuCoder's official code does:
+            `(p0 + pair sum) / 2` (3 forwards per sequence). false (default): the pair average
+            alone (2 forwards), an unbiased estimate of the ELBO restricted to t in
+            [t_min, t_max]; the official code's variant weighs the ELBO terms 1.5x in
+            expectation (`benchmarks/estimators.py` measures both).
     """
 
     t_min: float = 0.2
     t_max: float = 0.8
-    full_mask_pass: bool = True
+    full_mask_pass: bool = False
 
     def problems(self) -> list[tuple[str, str]]:
         if not 0.0 < self.t_min <= self.t_max < 1.0:
@@ -359,13 +363,18 @@ class CoupledObjective(PolicyObjective):
 
     Per row, draw `t ~ U[t_min, t_max]` and a completion mask `m` (each position masked with
     probability t); its complement `~m` is masked in a second pass, so every completion token
-    is scored in exactly one of the pair. With the fully masked pass `p0` (`full_mask_pass`):
+    is scored in exactly one of the pair. With `p1` (`p2`) the log-prob at k with `m` (`~m`)
+    masked, the pair's per-token ELBO terms are `w_k = m_k ? p1_k / t : p2_k / (1 - t)` (the
+    ELBO weight 1/t of each pass), and
 
-        logp_k = ( p0_k + [ m_k ? p1_k / t : p2_k / (1 - t) ] ) / 2
+        logp_k = w_k / 2                        (default: the average of the pair's two
+                                                 ELBO estimates, each unbiased)
+        logp_k = ( p0_k + w_k ) / 2             (`full_mask_pass`: the official code's
+                                                 `selective_log_softmax`, p0 = d1's fully
+                                                 masked pass)
 
-    where `p1` (`p2`) is the log-prob at k with `m` (`~m`) masked; without it,
-    `logp_k = m_k ? p1_k / t : p2_k / (1 - t)`. The prompt stays clean (DiffuCoder masks
-    completions only). The loss is the clipped diffu-GRPO loss (`D1Objective`).
+    The prompt stays clean (DiffuCoder masks completions only). The loss is the clipped
+    diffu-GRPO loss (`D1Objective`).
 
     Differences from the official code: t is drawn per row from the row's keyed generator (the
     code draws one t per batch from Python's global `random`).
@@ -388,7 +397,7 @@ class CoupledObjective(PolicyObjective):
             )
             t = o.t_min + (o.t_max - o.t_min) * torch.rand(1, generator=gen)
             m = torch.rand(c, generator=gen) < t
-            half = 0.5 if o.full_mask_pass else 1.0
+            half = 0.5  # both variants halve the pair sum
             j = 0
             if o.full_mask_pass:
                 comp[i, 0] = True
