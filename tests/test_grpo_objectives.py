@@ -382,12 +382,15 @@ def test_wd1_needs_no_old_logps_and_weights_sum_per_group() -> None:
 # ----------------------------------------------------------------- precomputed reference
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 4])
 @pytest.mark.parametrize("objective", ["d1", "mc_elbo"])
-def test_precomputed_reference_equals_per_step_bit_for_bit(objective: str) -> None:
+def test_precomputed_reference_equals_per_step_bit_for_bit(objective: str, chunk) -> None:
     model = Recorder(seed=4)
     frozen = Recorder(seed=5)
     options = {"n": 2} if objective == "mc_elbo" else {}
-    settings = _settings(objective, options, micro_batch_size=2, num_iterations=3)
+    settings = _settings(
+        objective, options, micro_batch_size=2, num_iterations=3, logprob_chunk_size=chunk
+    )
     reference = Reference(model, frozen=frozen)
     pre = _prepare(model, settings, seed=7, reference=reference)
     per_step = _prepare(model, settings, seed=7)
@@ -406,7 +409,7 @@ def test_precomputed_reference_equals_per_step_bit_for_bit(objective: str) -> No
                         per_step.prompt_mask[sl],
                         per_step.completion_ids[sl],
                         noise.rows(sl),
-                        chunk_size=2,
+                        chunk_size=chunk or 2,
                     )
                 )
         assert torch.equal(pre.ref_logps[k], torch.cat(rows))

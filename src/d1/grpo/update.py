@@ -383,20 +383,24 @@ def prepare_policy_batch(
                 _count_forward(counter, "old_forward_passes", n, noise[k].passes, seq_len)
     ref: list[torch.Tensor | None] = []
     if reference is not None and settings.beta > 0 and objective.uses_ref:
+        # Micro-batch by micro-batch, each in chunks of `settings.chunk` rows: exactly the
+        # forwards `policy_step` would run, so the values are bit-identical to per-step ones.
         with reference.policy() as ref_model:
             for k in range(mu):
                 state = noise[k].ref or noise[k]
-                ref.append(
+                parts = [
                     _no_grad_logps(
                         objective,
                         ref_model,
-                        prompt_ids,
-                        prompt_mask,
-                        completion_ids,
-                        state,
+                        prompt_ids[sl],
+                        prompt_mask[sl],
+                        completion_ids[sl],
+                        state.rows(sl),
                         settings,
                     )
-                )
+                    for sl in _chunks(n, settings.micro_batch_size)
+                ]
+                ref.append(torch.cat(parts))
                 _count_forward(counter, "ref_forward_passes", n, state.passes, seq_len)
     return PolicyBatch(
         prompt_ids=prompt_ids,
