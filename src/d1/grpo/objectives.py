@@ -29,11 +29,13 @@ Selected by name with `grpo.objective` (`d1 | coupled | mc_elbo | wd1`) and conf
 - `wd1` (`WD1Objective`): the ratio-free weighted log-likelihood of wd1 (arXiv 2507.08838):
   no old and no reference log-probs at all.
 
-Equation numbers: the papers' public code was read for every formula (apple/ml-diffucoder
-`src/open_r1/coupled_grpo.py`, xiaohangt/wd1 `wd1/trainers/rev_grpo_trainer.py`); the formulas
-below are written from that code and the papers' method sections. Where an equation number is
-given it names the paper's displayed objective; we could not re-check every number against the
-final PDF versions, so the formula written in each docstring is the authority.
+Sources: the official code was read for coupled and wd1 (apple/ml-diffucoder
+`src/open_r1/coupled_grpo.py`: `forward_process`, `selective_log_softmax`; xiaohangt/wd1
+`wd1/trainers/rev_grpo_trainer.py`: `compute_loss`); mc_elbo follows the ELBO and the VRPO
+sampling rules as stated in the LLaDA / LLaDA 1.5 papers (their RL code was not available to
+us). Paper equation numbers could not be checked against the final PDFs here, so each
+docstring names the paper section and writes the formula out in full: the written formula is
+the authority, and each has a literal slow reference in `tests/test_grpo_objectives.py`.
 """
 
 from __future__ import annotations
@@ -346,8 +348,8 @@ class PolicyObjective:
 
 
 class D1Objective(PolicyObjective):
-    """d1's diffu-GRPO (d1 paper, arXiv 2504.12216, Eq. for the one-step estimate and the
-    clipped objective; SPEC 4): per-token `log p(o_k | q')` from ONE forward pass on
+    """d1's diffu-GRPO (Zhao et al., arXiv 2504.12216, Sec. 3: the one-step log-prob
+    estimate and the diffu-GRPO objective): per-token `log p(o_k | q')` from ONE forward pass on
     `q' ++ [M]*|o|` (`q'`: each prompt token masked with probability p), in
 
         -( min(rho A, clip(rho, 1-eps, 1+eps) A) - beta KL_k ),  rho = exp(logp - logp_old).
@@ -418,9 +420,9 @@ class CoupledObjective(PolicyObjective):
 
 
 class MCElboObjective(PolicyObjective):
-    """The masked-diffusion ELBO with n Monte Carlo draws (LLaDA, arXiv 2502.09992, Eq. 3 /
-    the bound used by VRPO, LLaDA 1.5, arXiv 2505.19223, Sec. 3: B(y|x) =
-    E_t E_{y_t}[ (1/t) sum_k 1[y_t^k = M] log p(y^k | y_t, x) ]).
+    """The masked-diffusion ELBO with n Monte Carlo draws (LLaDA, arXiv 2502.09992, its SFT
+    bound; the ELBO estimate of VRPO, LLaDA 1.5, arXiv 2505.19223, Sec. 3:
+    B(y|x) = E_t E_{y_t}[ (1/t) sum_k 1[y_t^k = M] log p(y^k | y_t, x) ]).
 
     Per row and draw j = 1..n: `t_j = (1 - eps) u_j + eps`, `u_j ~ U(0, 1)`; mask each
     completion token with probability t_j (one mask per timestep: VRPO's optimal allocation,
