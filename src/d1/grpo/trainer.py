@@ -6,8 +6,9 @@ Per generation batch g (every `num_iterations` optimizer steps):
    the tasks' reward components (`rollout.generate_rollouts`);
 2. advantages `r - mean(group)` (`advantages.compute_advantages`) over the rewards of all
    processes;
-3. prompt masks for every inner iteration k and the old policy's log-probs for k >= 1
-   (`update.prepare_policy_batch`: before any update, without gradient, in chunks).
+3. the objective's noise (d1: a prompt mask) for every inner iteration k, the old policy's
+   log-probs for k >= 1 and the reference's for every k (`update.prepare_policy_batch`:
+   before any update, without gradient, in chunks; `grpo.objective` picks the objective).
 
 Several processes: the prompts of a generation batch are drawn once for all and process r takes
 its contiguous share; every random draw is keyed by a row's index in that global batch (sampler
