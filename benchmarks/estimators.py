@@ -192,7 +192,10 @@ def main() -> None:
     mask_id = loaded.spec.mask_token_id
     pairs = build_pairs(model, tok, cfg, data, args.prompts, args.generations, args.seed)
     n = pairs.completion_ids.shape[0]
-    ref_seq, ref_grad = reference(pairs, model, args.ref_draws, 16, mask_id)
+    if args.ratio_only:
+        ref_seq, ref_grad = torch.zeros(n), None
+    else:
+        ref_seq, ref_grad = reference(pairs, model, args.ref_draws, 16, mask_id)
 
     names = ["d1", "d1 p=0", "coupled", "coupled-3pass", "mc_elbo"]
     rows: list[dict[str, Any]] = []
@@ -207,6 +210,7 @@ def main() -> None:
                     break
                 seq = _seq(lp, pairs.completion_mask)
                 g = _grad(model, seq, pairs.adv)
+                assert ref_grad is not None
                 cosines.append(float(torch.nn.functional.cosine_similarity(g, ref_grad, dim=0)))
                 seqs.append(seq.detach())
             if not seqs:
@@ -285,18 +289,20 @@ def main() -> None:
 
 
 def markdown(meta, rows, ratio_rows) -> str:
-    lines = [
-        f"{meta['pairs']} (prompt, completion) pairs ({meta['mean_valid_tokens']:.1f} valid "
-        f"completion tokens on average), {meta['repeats']} repeats per cell; reference: ELBO "
-        f"with {meta['ref_draws']} draws per sequence (mean {meta['reference_elbo_mean']:.3f} "
-        "nats). Of the sequence log-prob estimate, in nats, averaged over the sequences: |bias| = "
-        "|mean over repeats - reference| (includes std / sqrt(repeats) of noise), std across "
-        "repeats, RMSE to the reference; gradient cosine: of the "
-        "policy-gradient direction to the reference gradient (mean ± std over repeats).",
-        "",
-        "| estimator | forward passes / sequence | abs bias | std | RMSE | gradient cosine |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines: list[str] = []
+    if rows:
+        lines += [
+            f"{meta['pairs']} (prompt, completion) pairs ({meta['mean_valid_tokens']:.1f} valid "
+            f"completion tokens on average), {meta['repeats']} repeats per cell; reference: ELBO "
+            f"with {meta['ref_draws']} draws per sequence (mean {meta['reference_elbo_mean']:.3f} "
+            "nats). Of the sequence log-prob estimate, in nats, averaged over the sequences: |bias| = "
+            "|mean over repeats - reference| (includes std / sqrt(repeats) of noise), std across "
+            "repeats, RMSE to the reference; gradient cosine: of the "
+            "policy-gradient direction to the reference gradient (mean ± std over repeats).",
+            "",
+            "| estimator | forward passes / sequence | abs bias | std | RMSE | gradient cosine |",
+            "|---|---|---|---|---|---|",
+        ]
     for r in rows:
         lines.append(
             f"| {r['estimator']} | {r['passes']} | {r['bias']:.3f} | {r['std']:.3f} | "
