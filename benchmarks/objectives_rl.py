@@ -79,13 +79,26 @@ def run_seed(args: dict[str, Any]) -> dict[str, Any]:
         cfg, str(sft_ckpt), seed, test, seed_dir / "eval" / "sft"
     )["accuracy"]
     for name in args["objectives"]:
+        done = seed_dir / f"result-{name}.json"  # a finished objective is not re-run
+        if done.is_file():
+            result["objectives"][name] = json.loads(done.read_text())
+            continue
         t = time.perf_counter()
         gcfg = grpo_config(cfg, seed, seed_dir, data, sft_ckpt)
         gcfg.train.run_name = f"grpo-{name}"
         gcfg.grpo = dataclasses.replace(
             gcfg.grpo, objective=name, objective_options=dict(OBJECTIVES[name])
         )
-        res = train_grpo(gcfg)
+        try:
+            res = train_grpo(gcfg)
+        except Exception as e:  # a diverged run is a result: record it, go on
+            run_dir = seed_dir / f"grpo-{name}"
+            result["objectives"][name] = {"diverged": str(e).split(".")[0], "accuracy": None}
+            result["objectives"][name]["rewards"] = (
+                _rewards(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+            )
+            print(f"seed {seed} {name}: {e}", flush=True)
+            continue
         ckpt = res.last_checkpoint or _final_checkpoint(Path(res.run_dir))
         rl_s = time.perf_counter() - t
         acc = evaluate_checkpoint(cfg, str(ckpt), seed, test, seed_dir / "eval" / name)
@@ -98,6 +111,7 @@ def run_seed(args: dict[str, Any]) -> dict[str, Any]:
             "forward_passes": compute.get("compute/forward_passes"),
             "backward_passes": compute.get("compute/backward_passes"),
         }
+        done.write_text(json.dumps(result["objectives"][name]))
         print(f"seed {seed} {name}: accuracy {acc['accuracy']:.4f} ({rl_s:.0f} s)", flush=True)
     return result
 
@@ -131,6 +145,12 @@ def write_report(results: list[dict[str, Any]], out: Path, command: str, cfg: An
     ]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in names:
+        bad = [r["seed"] for r in results if r["objectives"][name].get("accuracy") is None]
+        if bad:
+            lines.append(
+                f"| {name} | {json.dumps(OBJECTIVES[name])} | diverged (seeds {bad}) | | | | |"
+            )
+            continue
         accs = [r["objectives"][name]["accuracy"] for r in results]
         last = [
             statistics.mean(v for _, v in r["objectives"][name]["rewards"][-10:]) for r in results

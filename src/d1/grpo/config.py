@@ -126,7 +126,8 @@ class GRPOSection:
             likelihood, arXiv 2507.08838; needs `beta: 0`).
         objective_options: the chosen objective's own options (an option of another objective
             is an error): coupled `{t_min: 0.2, t_max: 0.8, full_mask_pass: false}`; mc_elbo
-            `{n: 4, t_eps: 0.001, antithetic: true}`; wd1 `{psi: 1.0}`; d1 none.
+            `{n: 4, t_eps: 0.001, antithetic: true,
+            log_ratio_clamp: 20.0}`; wd1 `{psi: 1.0}`; d1 none.
         max_prompt_length: prompts are left-truncated to this many tokens (d1: 200; null: off).
         sampler: the rollout sampler, every setting (`d1.sampling.SamplerConfig`; d1: gen
             length 256, block 32, 128 steps, temperature 0.9, the reference sampler), e.g.

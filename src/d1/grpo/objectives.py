@@ -187,11 +187,16 @@ class MCElboOptions:
         t_eps: t = (1 - t_eps) u + t_eps with u ~ U(0, 1) (LLaDA's eps 1e-3).
         antithetic: share the draws between current/old and reference (VRPO); false draws the
             reference's independently (for comparison only: higher variance).
+        log_ratio_clamp: the per-token ELBO terms carry weights up to 1/(n t_eps), so their
+            log-ratio can overflow `exp` (a run on the demo task hit an infinite gradient
+            norm without it): `logp - logp_old` and `ref - logp` are clamped to
+            [-c, c] before `exp` (no gradient beyond; the PPO clip is far tighter).
     """
 
     n: int = 4
     t_eps: float = 1e-3
     antithetic: bool = True
+    log_ratio_clamp: float = 20.0
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -199,6 +204,8 @@ class MCElboOptions:
             out.append(("n", f"must be an integer >= 1; got {self.n!r}."))
         if not 0.0 < self.t_eps < 1.0:
             out.append(("t_eps", f"must be in (0, 1); got {self.t_eps}."))
+        if not self.log_ratio_clamp > 0:
+            out.append(("log_ratio_clamp", f"must be > 0; got {self.log_ratio_clamp}."))
         return out
 
 
@@ -432,11 +439,26 @@ class MCElboObjective(PolicyObjective):
 
     whose sum over k is the n-sample ELBO estimate of log pi(o | q). Current, old and reference
     use the SAME draws (VRPO's antithetic sampling) unless `antithetic: false`. The prompt stays
-    clean. The per-token terms go into the clipped diffu-GRPO loss with the k3 KL.
+    clean. The per-token terms go into the clipped diffu-GRPO loss with the k3 KL, their
+    log-ratios clamped to +-`log_ratio_clamp` before `exp`.
     """
 
     name = "mc_elbo"
     options_type = MCElboOptions
+
+    def loss(self, logps, old_logps, ref_logps, *, advantages, mask, weights, row_coef=None):
+        return grpo_loss(
+            logps,
+            logps.detach() if old_logps is None else old_logps,
+            advantages,
+            mask,
+            epsilon=self.ctx.epsilon,
+            epsilon_high=self.ctx.epsilon_high,
+            beta=self.ctx.beta,
+            ref_logps=ref_logps,
+            weights=weights,
+            log_ratio_clamp=float(self.options.log_ratio_clamp),
+        )
 
     def _draws(self, n_rows: int, c: int, generation_batch: int, k: int, stream: str):
         o: MCElboOptions = self.options
