@@ -560,8 +560,12 @@ def _merge_loss_stats(stats: LossStats, acc: Any) -> dict[str, float]:
     device = acc.device
     merged = LossStats()
     for key in ("tokens", "kl", "clip_low", "clip_high", "clip_region", "ratio"):
+        if key != "tokens" and key not in stats.totals:  # a ratio-free objective (wd1)
+            continue  # (the same keys on every process: one objective for all)
         t = torch.tensor([stats.totals.get(key, 0.0)], device=device, dtype=torch.float64)
         merged.totals[key] = float(acc.reduce(t, reduction="sum"))
+    if "ratio_min" not in stats.totals:
+        return merged.summary()
     ext = torch.tensor(
         [stats.totals.get("ratio_min", math.inf), -stats.totals.get("ratio_max", -math.inf)],
         device=device,
