@@ -16,6 +16,15 @@ The one estimator implemented is d1's one-step estimator (`"d1_one_step"`, SPEC 
 The sequence log-probability is the sum (mean-field) of these per-token terms; this module only
 returns the per-token terms.
 
+Other estimators (a masked-diffusion ELBO with Monte Carlo draws, DiffuCoder's coupled pair)
+score each completion token from forward passes where only *some* completion tokens are
+masked; they all reduce to `masked_draws_logps`: D forward passes per sequence, draw d masking
+the completion positions `completion_noise[:, d]`, and the per-token estimate
+
+    ell_k = sum_d coef[:, d, k] * 1[k masked in draw d] * log p(o_k | x_d)
+
+(`d1.grpo.objectives` builds the draws and coefficients of each objective).
+
 The prompt mask can be drawn once (`draw_prompt_mask`) and passed back in as `prompt_noise`, so
 that the current, old and reference policies are all evaluated on the same `q'` within one
 diffu-GRPO inner iteration (SPEC 4).
@@ -39,6 +48,7 @@ __all__ = [
     "estimate_logps",
     "get_estimator",
     "list_estimators",
+    "masked_draws_logps",
     "register_estimator",
     "token_logprobs",
 ]
@@ -281,3 +291,87 @@ def estimate_logps(
         prompt_noise=prompt_noise,
         chunk_size=chunk_size,
     )
+
+
+def masked_draws_logps(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor | None,
+    completion_ids: torch.Tensor,
+    *,
+    mask_id: int,
+    prompt_noise: torch.Tensor,
+    completion_noise: torch.Tensor,
+    coef: torch.Tensor,
+    logit_shift: bool = False,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Per-token estimates from D partially masked forward passes per sequence, [B, C] float32.
+
+    Draw d feeds `q' ++ o_d` to the model, where `q'` masks the prompt positions
+    `prompt_noise` and `o_d` replaces the completion positions `completion_noise[:, d]` by the
+    mask token (the other completion tokens stay visible), and reads
+    `log p(o_k | q', o_d)` at every masked position k. The estimate of token k is
+    `sum_d coef[:, d, k] * log p(o_k | q', o_d)` over the draws that mask k (zero when none
+    does). With one draw masking the whole completion and `coef = 1` this is d1's one-step
+    estimate; `d1.grpo.objectives` builds the coupled (DiffuCoder) and Monte Carlo ELBO
+    (LLaDA / VRPO) draws.
+
+    Args:
+        model, prompt_ids, prompt_mask, completion_ids, mask_id, logit_shift, chunk_size: as
+            in `estimate_logps` (the chunks split the rows; the result does not depend on it).
+        prompt_noise: [B, P] bool, prompt positions to mask (padding never).
+        completion_noise: [B, D, C] bool, completion positions masked in each draw.
+        coef: [B, D, C] float, the coefficient of each draw's log-prob at each position.
+
+    Returns:
+        [B, C] float32; gradients flow unless called under `torch.no_grad()`.
+    """
+    b, c = completion_ids.shape
+    if (
+        completion_noise.dim() != 3
+        or completion_noise.shape[0] != b
+        or completion_noise.shape[2] != c
+    ):
+        raise ValueError(
+            f"completion_noise must be [B, D, C] = [{b}, D, {c}]; got {list(completion_noise.shape)}."
+        )
+    if coef.shape != completion_noise.shape:
+        raise ValueError(
+            f"coef {list(coef.shape)} must match completion_noise {list(completion_noise.shape)}."
+        )
+    real = _real_tokens(prompt_ids, prompt_mask)
+    prompt_noise = prompt_noise.to(device=prompt_ids.device, dtype=torch.bool)
+    if prompt_noise.shape != prompt_ids.shape or bool((prompt_noise & ~real).any()):
+        raise ValueError("prompt_noise must be [B, P] and may mask real prompt tokens only.")
+    completion_noise = completion_noise.to(device=completion_ids.device, dtype=torch.bool)
+    coef = coef.to(device=completion_ids.device, dtype=torch.float32)
+    noisy_prompt = torch.where(prompt_noise, torch.full_like(prompt_ids, mask_id), prompt_ids)
+    attention = None
+    if not bool(real.all()):
+        attention = torch.cat([real, torch.ones_like(completion_ids, dtype=torch.bool)], dim=1)
+        attention = attention.long()
+    p_len = prompt_ids.shape[1]
+    step = b if chunk_size is None or chunk_size <= 0 else chunk_size
+    out = []
+    for start in range(0, b, step):
+        sl = slice(start, start + step)
+        total = torch.zeros(
+            completion_ids[sl].shape, dtype=torch.float32, device=completion_ids.device
+        )
+        for d in range(completion_noise.shape[1]):
+            hidden = completion_noise[sl, d]
+            noisy = torch.where(
+                hidden, torch.full_like(completion_ids[sl], mask_id), completion_ids[sl]
+            )
+            logits = model_logits(
+                model,
+                torch.cat([noisy_prompt[sl], noisy], dim=1),
+                None if attention is None else attention[sl],
+                logit_shift=logit_shift,
+            )
+            lp = token_logprobs(logits[:, p_len:], completion_ids[sl])
+            del logits
+            total = total + torch.where(hidden, coef[sl, d] * lp, torch.zeros_like(lp))
+        out.append(total)
+    return torch.cat(out, dim=0)

@@ -117,7 +117,18 @@ class GRPOSection:
         p_mask_prompt: probability of masking each real prompt token in the log-prob estimate
             (d1's name; paper: 0.15; 0.1-0.3 is stable, 0.5+ unstable).
         random_masking: a fresh prompt mask per inner iteration (d1: true); false reuses one.
-        estimator: the log-prob estimator (`d1.likelihood.list_estimators()`).
+        estimator: the log-prob estimator of the `d1` and `wd1` objectives
+            (`d1.likelihood.list_estimators()`).
+        objective: the policy objective of the inner iterations (`d1.grpo.objectives`):
+            "d1" (diffu-GRPO: one-step estimate, clipped ratio, k3 KL; the paper),
+            "coupled" (DiffuCoder's complementary-mask pair, arXiv 2506.20639),
+            "mc_elbo" (masked-diffusion ELBO with n Monte Carlo draws shared with the
+            reference, VRPO / LLaDA 1.5, arXiv 2505.19223) or "wd1" (ratio-free weighted
+            likelihood, arXiv 2507.08838; needs `beta: 0`).
+        objective_options: the chosen objective's own options (an option of another objective
+            is an error): coupled `{t_min: 0.2, t_max: 0.8, full_mask_pass: false}`; mc_elbo
+            `{n: 4, t_eps: 0.001, antithetic: true,
+            log_ratio_clamp: 20.0}`; wd1 `{psi: 1.0}`; d1 none.
         max_prompt_length: prompts are left-truncated to this many tokens (d1: 200; null: off).
         sampler: the rollout sampler, every setting (`d1.sampling.SamplerConfig`). Default
             (`SamplerConfig.rl_default`): d1's schedule (gen length 256, block 32, 128 steps,
@@ -148,6 +159,8 @@ class GRPOSection:
     p_mask_prompt: float = 0.15
     random_masking: bool = True
     estimator: str = "d1_one_step"
+    objective: str = "d1"
+    objective_options: dict[str, Any] = field(default_factory=dict)
     max_prompt_length: int | None = 200
     sampler: SamplerConfig = field(default_factory=SamplerConfig.rl_default)
     generation_batch_size: int | None = None
@@ -184,6 +197,14 @@ class GRPOSection:
             problems.append(
                 ("estimator", f"unknown {self.estimator!r}; known: {', '.join(list_estimators())}.")
             )
+        from d1.grpo.objectives import objective_problems
+
+        if not isinstance(self.objective_options, dict):
+            problems.append(
+                ("objective_options", f"must be a mapping; got {self.objective_options!r}.")
+            )
+        else:
+            problems += objective_problems(self.objective, self.objective_options, beta=self.beta)
         if self.max_prompt_length is not None and self.max_prompt_length < 1:
             problems.append(("max_prompt_length", "must be >= 1 or null."))
         for key in ("generation_batch_size", "logprob_chunk_size"):

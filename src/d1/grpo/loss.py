@@ -130,6 +130,7 @@ def grpo_loss(
     beta: float = 0.0,
     ref_logps: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    log_ratio_clamp: float | None = None,
 ) -> GRPOLossOutput:
     """The diffu-GRPO loss of a batch of completions (SPEC 4).
 
@@ -145,6 +146,9 @@ def grpo_loss(
         weights: [B, C] aggregation weights (`token_weights` over the full batch, sliced to these
             rows). None: the token mean of this batch (`sum(loss * mask) / sum(mask)`, d1's
             per-micro-batch normalisation).
+        log_ratio_clamp: clamp `logp - logp_old` and `ref - logp` to [-c, c] before `exp` (no
+            gradient beyond): for estimates with large weights (the ELBO's 1/t) whose ratio
+            could overflow. None (d1): no clamp, the exact formula.
 
     Returns:
         A `GRPOLossOutput`.
@@ -174,14 +178,21 @@ def grpo_loss(
         raise ValueError(f"weights must be {list(logps.shape)}; got {list(weights.shape)}.")
 
     adv = advantages.to(logps.dtype)[:, None]
-    ratio = torch.exp(logps - old_logps.detach())
+    log_ratio = logps - old_logps.detach()
+    if log_ratio_clamp is not None:
+        log_ratio = log_ratio.clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1.0 - epsilon, 1.0 + eps_high)
     surrogate = torch.minimum(ratio * adv, clipped * adv)
     per_token = -surrogate
     kl = None
     if beta > 0:
         assert ref_logps is not None
-        kl = k3_kl(logps, ref_logps.detach())
+        if log_ratio_clamp is None:
+            kl = k3_kl(logps, ref_logps.detach())
+        else:
+            d = (ref_logps.detach() - logps).clamp(-log_ratio_clamp, log_ratio_clamp)
+            kl = torch.exp(d) - d - 1.0
         per_token = per_token + beta * kl
     per_token = per_token * m
     loss = (per_token * weights.to(per_token.dtype)).sum()
@@ -225,12 +236,19 @@ class LossStats:
         n = self.totals.get("tokens", 0.0)
         if n <= 0:
             return {}
-        return {
-            "kl": self.totals["kl"] / n,
-            "clip_ratio/low": self.totals["clip_low"] / n,
-            "clip_ratio/high": self.totals["clip_high"] / n,
-            "clip_ratio/region": self.totals["clip_region"] / n,
-            "ratio/mean": self.totals["ratio"] / n,
-            "ratio/min": self.totals["ratio_min"],
-            "ratio/max": self.totals["ratio_max"],
-        }
+        t = self.totals
+        out: dict[str, float] = {}
+        # A ratio-free objective (wd1) reports no ratio / clip / KL sums.
+        for key, name in (
+            ("kl", "kl"),
+            ("clip_low", "clip_ratio/low"),
+            ("clip_high", "clip_ratio/high"),
+            ("clip_region", "clip_ratio/region"),
+            ("ratio", "ratio/mean"),
+        ):
+            if key in t:
+                out[name] = t[key] / n
+        if "ratio_min" in t:
+            out["ratio/min"] = t["ratio_min"]
+            out["ratio/max"] = t["ratio_max"]
+        return out

@@ -6,8 +6,9 @@ Per generation batch g (every `num_iterations` optimizer steps):
    the tasks' reward components (`rollout.generate_rollouts`);
 2. advantages `r - mean(group)` (`advantages.compute_advantages`) over the rewards of all
    processes;
-3. prompt masks for every inner iteration k and the old policy's log-probs for k >= 1
-   (`update.prepare_policy_batch`: before any update, without gradient, in chunks).
+3. the objective's noise (d1: a prompt mask) for every inner iteration k, the old policy's
+   log-probs for k >= 1 and the reference's for every k (`update.prepare_policy_batch`:
+   before any update, without gradient, in chunks; `grpo.objective` picks the objective).
 
 Several processes: the prompts of a generation batch are drawn once for all and process r takes
 its contiguous share; every random draw is keyed by a row's index in that global batch (sampler
@@ -215,6 +216,8 @@ def _save_batch(batch: PolicyBatch, path: Path) -> None:
             "advantages": batch.advantages.cpu(),
             "weights": batch.weights.cpu(),
             "old_logps": [None if o is None else o.cpu() for o in batch.old_logps],
+            # Precomputed reference log-probs (bit-exact resume: not recomputed).
+            "ref_logps": [None if r is None else r.cpu() for r in batch.ref_logps],
             "index": batch.index,
         },
         path,
@@ -222,26 +225,16 @@ def _save_batch(batch: PolicyBatch, path: Path) -> None:
 
 
 def _load_batch(path: Path, settings: UpdateSettings, device: torch.device) -> PolicyBatch:
-    from d1.grpo.schedule import iteration_prompt_mask
+    from d1.grpo.update import draw_noise
 
     data = torch.load(path, map_location="cpu", weights_only=False)
     prompt_ids = data["prompt_ids"].to(device)
     prompt_mask = data["prompt_mask"].to(device)
+    completion_ids = data["completion_ids"].to(device)
     completion_mask = data["completion_mask"].to(device)
-    masks = [
-        iteration_prompt_mask(
-            prompt_ids,
-            prompt_mask,
-            settings.p_mask,
-            mask_id=settings.mask_id,
-            run_seed=settings.seed,
-            generation_batch=data["index"],
-            iteration=k,
-            random_masking=settings.random_masking,
-            row_offset=settings.row_offset,
-        )
-        for k in range(settings.num_iterations)
-    ]
+    objective = settings.make_objective()
+    # The noise states depend only on (seed, generation batch, k, row): redrawn identically.
+    noise = draw_noise(settings, prompt_ids, prompt_mask, completion_ids, data["index"], objective)
     weights = data.get("weights")  # absent from batch files of older versions (one process)
     if weights is None:
         weights = token_weights(
@@ -249,15 +242,20 @@ def _load_batch(path: Path, settings: UpdateSettings, device: torch.device) -> P
             aggregation=settings.aggregation,
             num_generations=settings.num_generations,
         )
+    advantages = data["advantages"].to(device)
+    weights = weights.to(device)
     return PolicyBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
-        completion_ids=data["completion_ids"].to(device),
+        completion_ids=completion_ids,
         completion_mask=completion_mask,
-        advantages=data["advantages"].to(device),
-        weights=weights.to(device),
-        prompt_masks=masks,
+        advantages=advantages,
+        weights=weights,
+        prompt_masks=[s.prompt for s in noise],
         old_logps=[None if o is None else o.to(device) for o in data["old_logps"]],
+        noise=noise,
+        ref_logps=[None if r is None else r.to(device) for r in data.get("ref_logps", [])],
+        row_coef=objective.row_coefficients(advantages, weights),
         index=int(data["index"]),
     )
 
@@ -334,6 +332,8 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
         logit_shift=run.spec.logit_shift,
         logprob_chunk_size=gcfg.logprob_chunk_size,
         row_offset=rank * per_device * ga,  # this process's first row in the generation batch
+        objective=gcfg.objective,
+        objective_options=dict(gcfg.objective_options),
     )
     rows = slice(settings.row_offset, settings.row_offset + per_device * ga)
 
@@ -467,6 +467,7 @@ def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
                     generation_batch=gen_index,
                     counter=counter,
                     weights=weights.to(device),
+                    reference=reference,
                 )
             model.train()
             timing["old_logps"] += time.perf_counter() - t1
@@ -575,8 +576,12 @@ def _merge_loss_stats(stats: LossStats, acc: Any) -> dict[str, float]:
     device = acc.device
     merged = LossStats()
     for key in ("tokens", "kl", "clip_low", "clip_high", "clip_region", "ratio"):
+        if key != "tokens" and key not in stats.totals:  # a ratio-free objective (wd1)
+            continue  # (the same keys on every process: one objective for all)
         t = torch.tensor([stats.totals.get(key, 0.0)], device=device, dtype=torch.float64)
         merged.totals[key] = float(acc.reduce(t, reduction="sum"))
+    if "ratio_min" not in stats.totals:
+        return merged.summary()
     ext = torch.tensor(
         [stats.totals.get("ratio_min", math.inf), -stats.totals.get("ratio_max", -math.inf)],
         device=device,

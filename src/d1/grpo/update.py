@@ -1,11 +1,15 @@
 """The mu inner policy updates on one generation batch (SPEC 4), independent of the training loop.
 
 `prepare_policy_batch` turns a scored rollout into what the inner iterations need: the
-advantages, aggregation weights, one prompt mask per inner iteration k (`schedule`), and the old
-policy's log-probs for every k >= 1 (computed before any update, without gradient, in
-micro-batch chunks so peak memory does not grow with mu). `policy_step` then runs inner
-iteration k over the generation batch in micro-batches (gradient accumulation), calling
-`backward` on each micro-batch loss; the caller clips, steps the optimizer and the scheduler.
+advantages, aggregation weights, the objective's noise state per inner iteration k (d1: one
+prompt mask, `schedule`; see `d1.grpo.objectives`), the old policy's log-probs for every
+k >= 1 and, given the `Reference`, the reference log-probs for every k (all computed once per
+generation batch, before any update, without gradient, in chunks of `logprob_chunk_size`
+rows, so peak memory does not grow with mu and each inner step does one forward and one
+backward only). `policy_step` then runs inner iteration k over the generation batch in
+micro-batches (gradient accumulation), calling `backward` on each micro-batch loss; the caller
+clips, steps the optimizer and the scheduler. The objective (`UpdateSettings.objective`:
+d1 | coupled | mc_elbo | wd1) decides the noise, the log-prob estimate and the loss.
 
 Why k = 0 needs no old log-probs: the parameters have not moved since the rollout, so
 `logp_old = logp.detach()` exactly; the ratio is exactly 1 and the clipped objective's gradient
@@ -23,13 +27,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
 from d1.grpo.generation import generation_context, unwrap_parallel
-from d1.grpo.loss import LossStats, grpo_loss, token_weights
-from d1.grpo.schedule import iteration_prompt_mask
-from d1.likelihood import estimate_logps
+from d1.grpo.loss import LossStats, token_weights
+from d1.grpo.objectives import NoiseState, ObjectiveContext, PolicyObjective, make_objective
 from d1.sampling import SamplingStats
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "PolicyBatch",
     "Reference",
     "UpdateSettings",
+    "draw_noise",
     "policy_step",
     "prepare_policy_batch",
 ]
@@ -63,6 +68,9 @@ class UpdateSettings:
             micro-batch size).
         row_offset: global index of this process's first completion in the generation batch
             (process index x completions per process): masks are keyed by the completion.
+        objective: the policy objective (`d1.grpo.objectives.OBJECTIVES`: d1, coupled,
+            mc_elbo, wd1); "d1" is diffu-GRPO exactly.
+        objective_options: the objective's own options (e.g. `{"n": 4}` for mc_elbo).
     """
 
     num_iterations: int
@@ -80,12 +88,37 @@ class UpdateSettings:
     logit_shift: bool = False
     logprob_chunk_size: int | None = None
     row_offset: int = 0
+    objective: str = "d1"
+    objective_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1; got {self.num_iterations}.")
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1; got {self.micro_batch_size}.")
+        self.make_objective()  # a bad objective or option fails here, naming the key
+
+    def make_objective(self) -> PolicyObjective:
+        """The configured `d1.grpo.objectives.PolicyObjective`."""
+        ctx = ObjectiveContext(
+            mask_id=self.mask_id,
+            seed=self.seed,
+            p_mask=self.p_mask,
+            random_masking=self.random_masking,
+            epsilon=self.epsilon,
+            epsilon_high=self.epsilon_high,
+            beta=self.beta,
+            estimator=self.estimator,
+            logit_shift=self.logit_shift,
+            row_offset=self.row_offset,
+            num_generations=self.num_generations,
+        )
+        return make_objective(self.objective, self.objective_options, ctx)
+
+    @property
+    def chunk(self) -> int:
+        """Rows per no-grad forward of old / reference log-probs."""
+        return self.logprob_chunk_size or self.micro_batch_size
 
 
 @dataclass
@@ -151,8 +184,14 @@ class PolicyBatch:
         advantages: [N] one per completion.
         weights: [N, C] aggregation weights of the whole batch (sum to 1).
         prompt_masks: mu [N, P] bool prompt masks, index k for inner iteration k.
-        old_logps: mu entries [N, C] (None for k = 0, where old = current exactly).
+        old_logps: mu entries [N, C] (None for k = 0, where old = current exactly, and for
+            objectives without a ratio).
         index: the generation batch index (what the masks were seeded with).
+        noise: mu objective noise states (`d1.grpo.objectives.NoiseState`); empty: d1's,
+            one prompt mask per k (`prompt_masks`).
+        ref_logps: mu entries [N, C] of reference log-probs precomputed on the same noise
+            (empty: `policy_step` computes them per micro-batch from its `reference`).
+        row_coef: [N] per-row coefficients of objectives that need the whole batch (wd1).
     """
 
     prompt_ids: torch.Tensor
@@ -164,9 +203,18 @@ class PolicyBatch:
     prompt_masks: list[torch.Tensor]
     old_logps: list[torch.Tensor | None] = field(default_factory=list)
     index: int = 0
+    noise: list[NoiseState] = field(default_factory=list)
+    ref_logps: list[torch.Tensor | None] = field(default_factory=list)
+    row_coef: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.prompt_ids.shape[0])
+
+    def noise_at(self, k: int) -> NoiseState:
+        """The noise state of inner iteration k."""
+        if self.noise:
+            return self.noise[k]
+        return NoiseState(prompt=self.prompt_masks[k])
 
 
 @contextlib.contextmanager
@@ -225,27 +273,58 @@ class Reference:
 
 
 def _no_grad_logps(
+    objective: PolicyObjective,
     model: torch.nn.Module,
     batch_prompt: torch.Tensor,
     batch_prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
-    noise: torch.Tensor,
+    noise: NoiseState,
     settings: UpdateSettings,
 ) -> torch.Tensor:
-    chunk = settings.logprob_chunk_size or settings.micro_batch_size
     with torch.no_grad():
-        return estimate_logps(
+        return objective.logps(
             model,
             batch_prompt,
             batch_prompt_mask,
             completion_ids,
-            mask_id=settings.mask_id,
-            p_mask=settings.p_mask,
-            logit_shift=settings.logit_shift,
-            estimator=settings.estimator,
-            prompt_noise=noise,
-            chunk_size=chunk,
+            noise,
+            chunk_size=settings.chunk,
         )
+
+
+def draw_noise(
+    settings: UpdateSettings,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    generation_batch: int,
+    objective: PolicyObjective | None = None,
+) -> list[NoiseState]:
+    """The objective's noise state for every inner iteration k of a generation batch.
+
+    Depends only on (run seed, generation batch, k, global row) and the shapes, so a resumed
+    run redraws exactly the same states.
+    """
+    objective = objective or settings.make_objective()
+    return [
+        objective.draw(
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            generation_batch=generation_batch,
+            iteration=k,
+        )
+        for k in range(settings.num_iterations)
+    ]
+
+
+def _count_forward(
+    counter: ComputeCounter | None, kind: str, rows: int, passes: int, seq_len: int
+) -> None:
+    if counter is None:
+        return
+    setattr(counter, kind, getattr(counter, kind) + rows * passes)
+    counter.forward_tokens += rows * passes * seq_len
 
 
 def prepare_policy_batch(
@@ -260,8 +339,9 @@ def prepare_policy_batch(
     generation_batch: int,
     counter: ComputeCounter | None = None,
     weights: torch.Tensor | None = None,
+    reference: Reference | None = None,
 ) -> PolicyBatch:
-    """Masks for every inner iteration and the old policy's log-probs for k >= 1 (SPEC 4).
+    """Noise for every inner iteration, old log-probs for k >= 1, reference log-probs (SPEC 4).
 
     Must run before the first update on this batch (the old policy is the current model). The
     old log-probs run inside `generation_context(model)` (collective under FSDP / ZeRO-3).
@@ -271,9 +351,13 @@ def prepare_policy_batch(
         weights: these rows' aggregation weights when they are part of a larger batch (several
             processes: the weights of the whole batch, scaled by the number of processes
             because their gradients are averaged); None: `token_weights` of this batch.
+        reference: the reference policy; given (and `beta > 0`), its log-probs for all mu noise
+            states are computed here once, in chunks, and `policy_step` runs no reference pass.
+            None: `policy_step` computes them per micro-batch (same values, same masks).
     """
     n = prompt_ids.shape[0]
     mu = settings.num_iterations
+    objective = settings.make_objective()
     if weights is None:
         weights = token_weights(
             completion_mask,
@@ -285,30 +369,39 @@ def prepare_policy_batch(
             f"weights must have the completion mask's shape {list(completion_mask.shape)}; got "
             f"{list(weights.shape)}."
         )
-    masks = [
-        iteration_prompt_mask(
-            prompt_ids,
-            prompt_mask,
-            settings.p_mask,
-            mask_id=settings.mask_id,
-            run_seed=settings.seed,
-            generation_batch=generation_batch,
-            iteration=k,
-            random_masking=settings.random_masking,
-            row_offset=settings.row_offset,
-        )
-        for k in range(mu)
-    ]
+    noise = draw_noise(
+        settings, prompt_ids, prompt_mask, completion_ids, generation_batch, objective
+    )
+    seq_len = prompt_ids.shape[1] + completion_ids.shape[1]
     old: list[torch.Tensor | None] = [None] * mu
-    if mu > 1:  # (mu = 1 needs no old log-probs, so nothing is gathered)
+    if mu > 1 and objective.uses_old:  # (mu = 1 needs no old log-probs, so nothing is gathered)
         with generation_context(model) as inner, _mode(inner, False):
             for k in range(1, mu):
                 old[k] = _no_grad_logps(
-                    inner, prompt_ids, prompt_mask, completion_ids, masks[k], settings
+                    objective, inner, prompt_ids, prompt_mask, completion_ids, noise[k], settings
                 )
-                if counter is not None:
-                    counter.old_forward_passes += n
-                    counter.forward_tokens += n * (prompt_ids.shape[1] + completion_ids.shape[1])
+                _count_forward(counter, "old_forward_passes", n, noise[k].passes, seq_len)
+    ref: list[torch.Tensor | None] = []
+    if reference is not None and settings.beta > 0 and objective.uses_ref:
+        # Micro-batch by micro-batch, each in chunks of `settings.chunk` rows: exactly the
+        # forwards `policy_step` would run, so the values are bit-identical to per-step ones.
+        with reference.policy() as ref_model:
+            for k in range(mu):
+                state = noise[k].ref or noise[k]
+                parts = [
+                    _no_grad_logps(
+                        objective,
+                        ref_model,
+                        prompt_ids[sl],
+                        prompt_mask[sl],
+                        completion_ids[sl],
+                        state.rows(sl),
+                        settings,
+                    )
+                    for sl in _chunks(n, settings.micro_batch_size)
+                ]
+                ref.append(torch.cat(parts))
+                _count_forward(counter, "ref_forward_passes", n, state.passes, seq_len)
     return PolicyBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -316,9 +409,12 @@ def prepare_policy_batch(
         completion_mask=completion_mask,
         advantages=advantages,
         weights=weights,
-        prompt_masks=masks,
+        prompt_masks=[s.prompt for s in noise],
         old_logps=old,
         index=generation_batch,
+        noise=noise,
+        ref_logps=ref,
+        row_coef=objective.row_coefficients(advantages, weights),
     )
 
 
@@ -335,9 +431,11 @@ def policy_step(
 ) -> LossStats:
     """Inner iteration `iteration` over the whole generation batch, in micro-batches (SPEC 4).
 
-    Every row uses prompt mask `iteration` exactly once, for its current, old and reference
+    Every row uses noise state `iteration` exactly once, for its current, old and reference
     log-probs. Gradients accumulate; the micro-batch losses sum to the full-batch loss, so
     `backward` must not rescale them. The caller zeroes gradients before and steps after.
+    With the reference log-probs precomputed (`prepare_policy_batch(reference=...)`) each
+    micro-batch runs one forward (with gradient) and one backward only.
 
     Args:
         model: the policy (training mode is used for the current log-probs).
@@ -345,7 +443,8 @@ def policy_step(
         iteration: k in [0, mu).
         settings: the update settings.
         backward: called with each micro-batch loss (e.g. `accelerator.backward`).
-        reference: the reference policy; required when `settings.beta > 0`.
+        reference: the reference policy; required when `settings.beta > 0` and the batch has
+            no precomputed reference log-probs.
         counter: compute accounting, updated in place.
         accumulate: optional `accumulate(is_last_micro_batch)` context (e.g. DDP `no_sync` on
             all but the last micro-batch).
@@ -355,10 +454,14 @@ def policy_step(
     """
     if not 0 <= iteration < settings.num_iterations:
         raise ValueError(f"iteration must be in [0, {settings.num_iterations}); got {iteration}.")
-    if settings.beta > 0 and reference is None:
+    objective = settings.make_objective()
+    need_ref = settings.beta > 0 and objective.uses_ref
+    have_ref = bool(batch.ref_logps) and batch.ref_logps[iteration] is not None
+    if need_ref and not have_ref and reference is None:
         raise ValueError("beta > 0 needs a reference policy (`Reference`).")
-    noise = batch.prompt_masks[iteration]
+    noise = batch.noise_at(iteration)
     old_all = batch.old_logps[iteration] if batch.old_logps else None
+    ref_all = batch.ref_logps[iteration] if have_ref else None
     stats = LossStats()
     loss_total = 0.0
     n = len(batch)
@@ -366,55 +469,53 @@ def policy_step(
     slices = list(_chunks(n, settings.micro_batch_size))
     for i, sl in enumerate(slices):
         rows = sl.stop - sl.start
+        rows_noise = noise.rows(sl)
         ref = None
-        if settings.beta > 0:
+        if need_ref and ref_all is not None:
+            ref = ref_all[sl]
+        elif need_ref:
             assert reference is not None
+            state = rows_noise.ref or rows_noise
             with reference.policy() as ref_model:
                 ref = _no_grad_logps(
+                    objective,
                     ref_model,
                     batch.prompt_ids[sl],
                     batch.prompt_mask[sl],
                     batch.completion_ids[sl],
-                    noise[sl],
+                    state,
                     settings,
                 )
-            if counter is not None:
-                counter.ref_forward_passes += rows
-                counter.forward_tokens += rows * seq_len
+            _count_forward(counter, "ref_forward_passes", rows, state.passes, seq_len)
         ctx = (
             accumulate(i == len(slices) - 1) if accumulate is not None else contextlib.nullcontext()
         )
         with ctx:
-            logps = estimate_logps(
+            logps = objective.logps(
                 model,
                 batch.prompt_ids[sl],
                 batch.prompt_mask[sl],
                 batch.completion_ids[sl],
-                mask_id=settings.mask_id,
-                p_mask=settings.p_mask,
-                logit_shift=settings.logit_shift,
-                estimator=settings.estimator,
-                prompt_noise=noise[sl],
+                rows_noise,
             )
-            old = logps.detach() if old_all is None else old_all[sl]
-            out = grpo_loss(
+            old = None if old_all is None or not objective.uses_old else old_all[sl]
+            out = objective.loss(
                 logps,
                 old,
-                batch.advantages[sl],
-                batch.completion_mask[sl],
-                epsilon=settings.epsilon,
-                epsilon_high=settings.epsilon_high,
-                beta=settings.beta,
-                ref_logps=ref,
+                ref,
+                advantages=batch.advantages[sl],
+                mask=batch.completion_mask[sl],
                 weights=batch.weights[sl],
+                row_coef=None if batch.row_coef is None else batch.row_coef[sl],
             )
             backward(out.loss)
         loss_total += float(out.loss.detach())
         stats.update(out.sums)
         if counter is not None:
-            counter.policy_forward_passes += rows
-            counter.backward_passes += rows
-            counter.forward_tokens += rows * seq_len
-            counter.backward_tokens += rows * seq_len
+            passes = rows_noise.passes
+            counter.policy_forward_passes += rows * passes
+            counter.backward_passes += rows * passes
+            counter.forward_tokens += rows * passes * seq_len
+            counter.backward_tokens += rows * passes * seq_len
     stats.totals["loss"] = loss_total
     return stats
