@@ -1,4 +1,4 @@
-"""Tests for diffu-GRPO's advantages and loss (SPEC 4) against hand-computed numbers."""
+"""Tests for diffu-GRPO's advantages and loss (docs/method.md §4) against hand-computed numbers."""
 
 from __future__ import annotations
 

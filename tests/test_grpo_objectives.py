@@ -181,7 +181,7 @@ def _slow_elbo(model, prompt, attn, comp, g, k, n, eps, stream="mc_elbo"):
 
 
 def _slow_clipped_loss(cur, old, ref, adv, cmask, eps, beta):
-    """diffu-GRPO (SPEC 4) with group_token_mean, every token written out."""
+    """diffu-GRPO (docs/method.md §4) with group_token_mean, every token written out."""
     n = len(cur)
     groups = n // G
     total = torch.zeros((), dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Tests for the inner-iteration schedule and policy updates of diffu-GRPO (SPEC 4, SPEC 8)."""
+"""Tests for the inner-iteration schedule and policy updates of diffu-GRPO (docs/method.md §4, docs/method.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for the one-step per-token log-prob estimator (SPEC 4), `d1.likelihood`."""
+"""Tests for the one-step per-token log-prob estimator (docs/method.md §4), `d1.likelihood`."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Per-token log-likelihood estimators of a completion under a masked diffusion LM (SPEC 4).
+"""Per-token log-likelihood estimators of a completion under a masked diffusion LM (docs/method.md §4).
 
 A dLLM has no tractable sequence likelihood, so policy-gradient methods need an estimate of
 `log pi(o_k | q)` for every completion token. This module holds those estimators behind one
 interface, `estimate_logps`, and a small registry so that other estimators (e.g. Monte-Carlo
 ELBO estimates) can be added by name without touching the trainer.
 
-The one estimator implemented is d1's one-step estimator (`"d1_one_step"`, SPEC 4):
+The one estimator implemented is d1's one-step estimator (`"d1_one_step"`, docs/method.md §4):
 
 1. build `q'` by masking each *real* prompt token (never padding) independently with
    probability `p_mask`;
@@ -27,7 +27,7 @@ the completion positions `completion_noise[:, d]`, and the per-token estimate
 
 The prompt mask can be drawn once (`draw_prompt_mask`) and passed back in as `prompt_noise`, so
 that the current, old and reference policies are all evaluated on the same `q'` within one
-diffu-GRPO inner iteration (SPEC 4).
+diffu-GRPO inner iteration (docs/method.md §4).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def draw_prompt_mask(
     mask_id: int,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Draw d1's random prompt mask (SPEC 4): [B, P] bool, True where a prompt token is masked.
+    """Draw d1's random prompt mask (docs/method.md §4): [B, P] bool, True where a prompt token is masked.
 
     Each real prompt token (attention mask 1) is masked independently with probability `p_mask`;
     padding is never masked. The only randomness is one [B, P] uniform draw from `generator`
@@ -187,7 +187,7 @@ def d1_one_step_logps(
     prompt_noise: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """d1's one-step per-token log-prob estimate (SPEC 4); see `estimate_logps`."""
+    """d1's one-step per-token log-prob estimate (docs/method.md §4); see `estimate_logps`."""
     real = _real_tokens(prompt_ids, prompt_mask)
     if prompt_noise is None:
         prompt_noise = draw_prompt_mask(
@@ -244,7 +244,7 @@ def estimate_logps(
     prompt_noise: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Per-token log-probs `log pi(o_k | q)` of the completion tokens, [B, C] float32 (SPEC 4).
+    """Per-token log-probs `log pi(o_k | q)` of the completion tokens, [B, C] float32 (docs/method.md §4).
 
     Gradients flow through the model unless the caller wraps the call in `torch.no_grad()`.
 

@@ -1,4 +1,4 @@
-"""`GRPOConfig`: the diffu-GRPO run config. Defaults reproduce the paper (SPEC 4).
+"""`GRPOConfig`: the diffu-GRPO run config. Defaults reproduce the paper (docs/method.md §4).
 
 Paper / d1 settings: G = 6 completions per prompt, mu = 12 inner iterations (GSM8K, MATH; 8 for
 Countdown and Sudoku), prompt masking probability 0.15, clip epsilon 0.5, KL beta 0.04 (k3
@@ -19,7 +19,7 @@ of which goes through all of them. `global_batch_size` (completions per optimize
 processes) derives the accumulation steps at launch, so one config gives the paper's batch on any
 number of GPUs.
 
-Deliberate differences from d1's code (SPEC 8), each switchable where it matters:
+Deliberate differences from d1's code (docs/method.md §8), each switchable where it matters:
 LoRA adapts all of LLaDA's linear layers (`lora.target_modules=[q_proj,k_proj,v_proj,up_proj]`
 reproduces d1's effective set); prompts and rollouts carry attention masks; prompt padding is
 never masked; masks are drawn from per-(seed, generation batch, iteration) generators; every
@@ -58,7 +58,7 @@ _LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 @dataclass
 class TaskSpec:
-    """One training task of the run (several make a multi-task mixture, SPEC 7).
+    """One training task of the run (several make a multi-task mixture, docs/method.md §7).
 
     Attributes:
         name: a registered task ("gsm8k", "math", "countdown", "sudoku", "kodcode", ...).
@@ -100,7 +100,7 @@ class TaskSpec:
 
 @dataclass
 class GRPOSection:
-    """diffu-GRPO's own settings (SPEC 4); names follow TRL's GRPOConfig where they match.
+    """diffu-GRPO's own settings (docs/method.md §4); names follow TRL's GRPOConfig where they match.
 
     Attributes:
         num_generations: G, completions per prompt (d1: 6).
@@ -275,7 +275,7 @@ class GRPOTrainingConfig(TrainingConfig):
 
 @dataclass
 class GRPOConfig:
-    """A diffu-GRPO run (SPEC 4). See the module docstring for the paper defaults.
+    """A diffu-GRPO run (docs/method.md §4). See the module docstring for the paper defaults.
 
     Attributes:
         model: the policy to train (an SFT checkpoint folder, a hub id or a tiny model name).

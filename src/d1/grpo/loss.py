@@ -1,4 +1,4 @@
-"""The diffu-GRPO objective (SPEC 4): clipped policy ratio, k3 KL penalty, token aggregation.
+"""The diffu-GRPO objective (docs/method.md §4): clipped policy ratio, k3 KL penalty, token aggregation.
 
 Per completion token o_k of completion o_i, with `rho = exp(logp - logp_old)`:
 
@@ -14,7 +14,7 @@ Only valid completion tokens count: those up to and including the first EOS
   runs use micro-batch = num_generations = 6, so one micro-batch is exactly one group. We compute
   that quantity directly, so it does not depend on how the batch is split into micro-batches.
 - "token_mean": sum over every valid token of the optimizer batch / their count (one global
-  token mean; SPEC 4's wording read over the whole batch; DAPO's choice).
+  token mean; docs/method.md §4's wording read over the whole batch; DAPO's choice).
 - "sequence_mean": per-sequence mean, then batch mean (the paper's written objective,
   `1/G sum_i 1/|o_i| sum_k`, and TRL <= 0.15).
 
@@ -47,7 +47,7 @@ AGGREGATIONS: tuple[str, ...] = ("group_token_mean", "token_mean", "sequence_mea
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
-    """[B, C] bool: True on completion tokens up to and including the first EOS (SPEC 4).
+    """[B, C] bool: True on completion tokens up to and including the first EOS (docs/method.md §4).
 
     A completion without EOS is valid over its whole length. With `eos_id=None` every token is
     valid.
@@ -97,7 +97,7 @@ def token_weights(
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 KL estimate `exp(ref - logp) - (ref - logp) - 1` (SPEC 4), >= 0."""
+    """Per-token k3 KL estimate `exp(ref - logp) - (ref - logp) - 1` (docs/method.md §4), >= 0."""
     d = ref_logps - logps
     return torch.exp(d) - d - 1.0
 
@@ -132,7 +132,7 @@ def grpo_loss(
     weights: torch.Tensor | None = None,
     log_ratio_clamp: float | None = None,
 ) -> GRPOLossOutput:
-    """The diffu-GRPO loss of a batch of completions (SPEC 4).
+    """The diffu-GRPO loss of a batch of completions (docs/method.md §4).
 
     Args:
         logps: [B, C] current per-token log-probs (with gradient).

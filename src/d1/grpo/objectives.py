@@ -5,7 +5,7 @@ no change to the trainer:
 
 1. `draw(...)`: the noise state of inner iteration k for every row of the generation batch
    (`NoiseState`). It is drawn ONCE per (generation batch, k) and reused for the current, old
-   and reference log-probs of that iteration (SPEC 4's "same mask" rule, for every objective).
+   and reference log-probs of that iteration (docs/method.md §4's "same mask" rule, for every objective).
    Every random number comes from a `torch.Generator` keyed by (run seed, generation batch, k,
    global row), like the prompt masks of `d1.grpo.schedule`: never the global RNG.
 2. `logps(model, ..., noise)`: per-token log-prob estimates [B, C] under that state.
@@ -340,7 +340,7 @@ class PolicyObjective:
         weights: torch.Tensor,
         row_coef: torch.Tensor | None = None,
     ) -> GRPOLossOutput:
-        """The clipped diffu-GRPO loss with the k3 KL (`d1.grpo.loss.grpo_loss`, SPEC 4)."""
+        """The clipped diffu-GRPO loss with the k3 KL (`d1.grpo.loss.grpo_loss`, docs/method.md §4)."""
         return grpo_loss(
             logps,
             logps.detach() if old_logps is None else old_logps,

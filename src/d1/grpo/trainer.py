@@ -1,4 +1,4 @@
-"""`train_grpo(config)`: the diffu-GRPO training loop (SPEC 4) on the shared training toolkit.
+"""`train_grpo(config)`: the diffu-GRPO training loop (docs/method.md §4) on the shared training toolkit.
 
 Per generation batch g (every `num_iterations` optimizer steps):
 
@@ -266,7 +266,7 @@ def _load_batch(path: Path, settings: UpdateSettings, device: torch.device) -> P
 def train_grpo(
     config: GRPOConfig | str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> GRPOResult:
-    """Run diffu-GRPO (SPEC 4); see the module docstring.
+    """Run diffu-GRPO (docs/method.md §4); see the module docstring.
 
     Args:
         config: a `GRPOConfig`, or a YAML path (None: the paper defaults) read with `overrides`.

@@ -1,4 +1,4 @@
-"""The mu inner policy updates on one generation batch (SPEC 4), independent of the training loop.
+"""The mu inner policy updates on one generation batch (docs/method.md §4), independent of the training loop.
 
 `prepare_policy_batch` turns a scored rollout into what the inner iterations need: the
 advantages, aggregation weights, the objective's noise state per inner iteration k (d1: one
@@ -123,7 +123,7 @@ class UpdateSettings:
 
 @dataclass
 class ComputeCounter:
-    """Compute spent so far (SPEC 7: clear accounting of generations, forwards, backwards).
+    """Compute spent so far (docs/method.md §7: clear accounting of generations, forwards, backwards).
 
     Forward/backward passes count sequences (one sequence through the model once); tokens count
     sequence positions processed. The sampler's counts come from `d1.sampling.SamplingStats`,
@@ -233,7 +233,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 class Reference:
-    """The reference policy pi_ref of the KL term: the model before RL (SPEC 4).
+    """The reference policy pi_ref of the KL term: the model before RL (docs/method.md §4).
 
     With LoRA, the base weights with the adapter disabled (`disable_adapter()`, PEFT) of the
     training model itself; under full fine-tuning, a frozen copy taken before training
@@ -341,7 +341,7 @@ def prepare_policy_batch(
     weights: torch.Tensor | None = None,
     reference: Reference | None = None,
 ) -> PolicyBatch:
-    """Noise for every inner iteration, old log-probs for k >= 1, reference log-probs (SPEC 4).
+    """Noise for every inner iteration, old log-probs for k >= 1, reference log-probs (docs/method.md §4).
 
     Must run before the first update on this batch (the old policy is the current model). The
     old log-probs run inside `generation_context(model)` (collective under FSDP / ZeRO-3).
@@ -429,7 +429,7 @@ def policy_step(
     counter: ComputeCounter | None = None,
     accumulate: Callable[[bool], contextlib.AbstractContextManager] | None = None,
 ) -> LossStats:
-    """Inner iteration `iteration` over the whole generation batch, in micro-batches (SPEC 4).
+    """Inner iteration `iteration` over the whole generation batch, in micro-batches (docs/method.md §4).
 
     Every row uses noise state `iteration` exactly once, for its current, old and reference
     log-probs. Gradients accumulate; the micro-batch losses sum to the full-batch loss, so
