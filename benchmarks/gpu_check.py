@@ -12,7 +12,7 @@ an out-of-memory is reported in its row and the next row runs):
    gradient checkpointing, bitsandbytes' 8-bit AdamW when bitsandbytes is installed (else
    torch's AdamW), the frozen bf16 reference copy, G 6 completions of a 200-token prompt,
    gen 256 (128 steps, temperature 0.9), mu 2, beta 0.04: seconds per optimizer step (rollout
-   and old log-probs amortised over mu, as in training) and peak GPU memory;
+   and old / reference log-probs amortised over mu, as in training) and peak GPU memory;
 4. the same step with LoRA r 128 (alpha 64, dropout 0.05) on a 4-bit NF4 base (the paper's
    QLoRA; needs bitsandbytes), the reference being the adapter disabled;
 5. one masked-SFT step at 4,096 tokens (512 prompt + 3,584 response) with LoRA r 128 (alpha
@@ -246,7 +246,7 @@ def grpo_step(
     device: torch.device,
     amp: bool,
 ) -> dict[str, float]:
-    """One generation batch (G rollouts of one prompt, old log-probs) and its mu optimizer
+    """One generation batch (G rollouts of one prompt, old and reference log-probs) and its mu optimizer
     steps, timed by phase, as d1's trainer runs them."""
     model, g = built.model, shape.num_generations
     gen = torch.Generator().manual_seed(0)
@@ -287,6 +287,7 @@ def grpo_step(
             advantages=adv.advantages.to(device),
             settings=settings,
             generation_batch=0,
+            reference=reference,  # old and reference log-probs of every k, once per batch
         )
     t2 = clock(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -306,7 +307,7 @@ def grpo_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         updates.append(clock(device) - start)
-    return {"rollout": t1 - t0, "old": t2 - t1, "update": updates[-1]}
+    return {"rollout": t1 - t0, "old": t2 - t1, "update": updates[-1]}  # "old": old + reference
 
 
 def grpo_cells(times: dict[str, float], shape: Shape, device: torch.device, note: str) -> dict:
@@ -318,7 +319,7 @@ def grpo_cells(times: dict[str, float], shape: Shape, device: torch.device, note
         "tokens/s": f"{rollout_rate:,.0f} (rollout)",
         "peak GB": peak_gb(device),
         "details": (
-            f"rollout {secs(times['rollout'])} s + old log-probs {secs(times['old'])} s per "
+            f"rollout {secs(times['rollout'])} s + old / ref log-probs {secs(times['old'])} s per "
             f"{mu} steps, update {secs(times['update'])} s; {note}"
         ),
     }

@@ -15,8 +15,9 @@ Modes (`--compare faithful,fast`, or one of them with `--mode`):
   which masks are used, not the cost).
 - **fast** is the project's path with its defaults: rollouts with `GRPOSection().sampler` (the
   RL sampler default, at the workload's gen / block / steps / temperature), then
-  `prepare_policy_batch` and `policy_step` of `d1.grpo.update` (old log-probs chunked, only for
-  k >= 1; the reference wherever `d1.grpo.update` computes it).
+  `prepare_policy_batch` and `policy_step` of `d1.grpo.update`: old log-probs for k >= 1 and
+  reference log-probs for every k, computed once per generation batch in chunks, so an inner
+  step is one forward and one backward.
 
 Both use AdamW (betas 0.9 / 0.99, weight decay 0.1) and gradient clipping at 0.2 (d1's), the
 same prompts, G, mu and seeds. Each (mode, mu) runs in a fresh worker process: one untimed
@@ -55,7 +56,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import inspect
 import json
 import math
 import resource
@@ -552,7 +552,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         logit_shift=w.logit_shift,
         logprob_chunk_size=args.logprob_chunk,
     )
-    prepare_takes_reference = "reference" in inspect.signature(prepare).parameters
     batches = max(1, math.ceil(args.opt_steps / mu))
     nograd_rows = 0
     rss0 = None
@@ -619,7 +618,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                     _opt_step(model, opt)
         else:
             start, before = split.now(), {"ref": split.snapshot("ref")}
-            kwargs = {"reference": reference} if prepare_takes_reference else {}
             batch = prepare(
                 model,
                 prompt_ids=r.prompt_ids,
@@ -630,7 +628,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                 settings=settings,
                 generation_batch=b,
                 counter=ComputeCounter(),
-                **kwargs,
+                reference=reference,
             )
             _within(split, "old", start, ["ref"], before)
             nograd_rows = max(nograd_rows, settings.logprob_chunk_size or settings.micro_batch_size)
