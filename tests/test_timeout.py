@@ -186,3 +186,28 @@ def test_score_within_gives_the_timeout_score() -> None:
     assert _Slow().score_within("ok", ex, 0.1).correct == 1.0
     cut = _Slow().score_within("hang", ex, 0.1)
     assert cut.correct == 0.0 and cut.parsed is None and cut.details == {"timeout": True}
+
+
+def test_a_finalizer_past_the_deadline_is_not_interrupted(monkeypatch) -> None:
+    """An exception cannot leave `__del__` (Python hands it to the unraisable hook), so the
+    limit waits until the finalizer returns and then stops the code that called it."""
+    import gc
+    import sys
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    class SlowToDie:
+        def __del__(self) -> None:
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:  # past the 0.1 s deadline, in a finalizer
+                pass
+
+    def make_garbage_then_spin() -> None:
+        SlowToDie()  # dies here, its __del__ runs past the deadline
+        gc.collect()
+        spin()
+
+    out, spent = _timed(make_garbage_then_spin, seconds=0.1)
+    assert out == ("cut", True) and 0.3 <= spent < 1.5
+    assert unraisable == []  # nothing was raised inside the finalizer

@@ -114,9 +114,22 @@ def _in_main_thread() -> bool:
 # -- signal path (main thread, POSIX) ------------------------------------------------------------
 
 
+# Frames an exception cannot leave: Python swallows it there and hands it to the unraisable
+# hook (finalizers), or the hook itself is running. The re-fire catches the code after them.
+_UNRAISABLE_CODE = frozenset({"__del__", "unraisable_hook", "unraisablehook"})
+
+
+def _in_finalizer(frame: Any, depth: int = 32) -> bool:
+    while frame is not None and depth > 0:
+        if frame.f_code.co_name in _UNRAISABLE_CODE:
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
+
+
 def _handler(signum: int, frame: Any) -> None:
     stack = _state.stack
-    if stack and time.monotonic() >= stack[-1].deadline:
+    if stack and time.monotonic() >= stack[-1].deadline and not _in_finalizer(frame):
         raise TimeLimitExceeded(f"time limit exceeded after {time.monotonic():.3f}")
 
 
