@@ -1,4 +1,4 @@
-"""Sampling from masked diffusion LMs (docs/method.md#sampling).
+"""Sampling from masked diffusion LMs (docs/method.md §2).
 
 Modules, one concept each:
 

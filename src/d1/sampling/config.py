@@ -38,7 +38,7 @@ _OPTION_OFF: dict[str, tuple[Any, ...]] = {
 
 @dataclass
 class SamplerConfig:
-    """Which sampler to run and all its settings (docs/method.md#sampling).
+    """Which sampler to run and all its settings (docs/method.md §2).
 
     Defaults are d1's: block 32, `steps = gen_length / 2` (2 tokens per step), greedy, the
     reference sampler. d1 evaluates at temperature 0 for gen lengths 128 / 256 / 512

@@ -2,7 +2,7 @@
 
 `generate_fast` is LLaDA's semi-autoregressive sampler (`d1.sampling.reference.generate`) with
 Fast-dLLM's training-free accelerations (Wu et al. 2025), usable separately or together
-(docs/method.md#fast-sampling):
+(docs/method.md §2):
 
 - **Block-wise approximate KV cache** (`cache`). At the start of each block one full forward
   runs over the whole sequence and fills an `LLaDAKVCache` with every layer's keys/values (the

@@ -1,4 +1,4 @@
-"""LLaDA's sampler: semi-autoregressive blocks with low-confidence remasking (docs/method.md#sampling).
+"""LLaDA's sampler: semi-autoregressive blocks with low-confidence remasking (docs/method.md §2).
 
 `generate` is the reference sampler, LLaDA's algorithm step for step:
 

@@ -1,4 +1,4 @@
-"""The steps every sampler of `d1.sampling` is made of (docs/method.md#sampling).
+"""The steps every sampler of `d1.sampling` is made of (docs/method.md §2).
 
 One LLaDA decoding step over a block: propose `x0` for the block's masked positions from its
 logits (`propose_masked`: argmax, or Gumbel-max at temperature > 0, in float64; the mask token is
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 REMASKING = ("low_confidence", "random")
-# Block KV cache modes of the fast sampler (docs/method.md#fast-sampling).
+# Block KV cache modes of the fast sampler (docs/method.md §2).
 CACHE_MODES = ("none", "prefix", "dual")
 
 # trace(step_index, block_index, x): called after every step with a copy of the full sequences.
@@ -216,7 +216,7 @@ def check_inputs(
 
 
 def num_transfer_tokens(mask_index: torch.Tensor, steps: int) -> torch.Tensor:
-    """How many tokens each step commits, per row (docs/method.md#sampling, step 2).
+    """How many tokens each step commits, per row (docs/method.md §2, step 2).
 
     Args:
         mask_index: [B, L_block] bool, the masked positions of the block at its start.
@@ -306,7 +306,7 @@ def propose_masked(
     remasking: str,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step's proposals for a block (docs/method.md#sampling, step 3).
+    """One step's proposals for a block (docs/method.md §2, step 3).
 
     Args:
         block: [B, n] current tokens of the block.
