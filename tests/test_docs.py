@@ -14,6 +14,8 @@ SOURCES = [
     *sorted((ROOT / "tests").glob("*.py")),
     *sorted((ROOT / "configs").rglob("*.yaml")),
     ROOT / "README.md",
+    ROOT / "CONTRIBUTING.md",
+    *sorted((ROOT / "docs").glob("*.md")),
 ]
 
 
