@@ -431,15 +431,15 @@ def test_reference_precompute_runs_in_chunks() -> None:
 
 
 def test_batch_file_round_trip_keeps_noise_and_reference(tmp_path: Path) -> None:
-    from d1.grpo.trainer import _load_batch, _save_batch
+    from d1.grpo.update import PolicyBatch
 
     model, frozen = Recorder(), Recorder(seed=3)
     for objective, options in (("mc_elbo", {"n": 2}), ("coupled", {}), ("wd1", {})):
         settings = _settings(objective, options, num_iterations=3)
         reference = Reference(model, frozen=frozen) if settings.beta > 0 else None
         batch = _prepare(model, settings, seed=4, reference=reference)
-        _save_batch(batch, tmp_path / "b.pt")
-        back = _load_batch(tmp_path / "b.pt", settings, torch.device("cpu"))
+        batch.save(tmp_path / "b.pt")
+        back = PolicyBatch.load(tmp_path / "b.pt", settings, torch.device("cpu"))
         for k in range(3):
             a, b = batch.noise_at(k), back.noise_at(k)
             assert torch.equal(a.prompt, b.prompt)

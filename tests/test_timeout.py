@@ -211,3 +211,20 @@ def test_a_finalizer_past_the_deadline_is_not_interrupted(monkeypatch) -> None:
     out, spent = _timed(make_garbage_then_spin, seconds=0.1)
     assert out == ("cut", True) and 0.3 <= spent < 1.5
     assert unraisable == []  # nothing was raised inside the finalizer
+
+    def slow_gc_callback(phase: str, info: dict) -> None:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # past the deadline, inside the collector's callback
+            pass
+
+    def collect_then_spin() -> None:
+        gc.collect()
+        spin()
+
+    gc.callbacks.append(slow_gc_callback)
+    try:
+        out, spent = _timed(collect_then_spin, seconds=0.1)
+    finally:
+        gc.callbacks.remove(slow_gc_callback)
+    assert out == ("cut", True) and 0.3 <= spent < 2.0
+    assert unraisable == []

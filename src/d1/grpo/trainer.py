@@ -28,6 +28,11 @@ per task and per reward component, accuracy per task (the task's evaluation scor
 length, zero-std group fraction and the share of non-zero advantages (healthy: 0.9-1.0).
 Sample completions with their rewards go to `samples.jsonl` every `log_completions_steps`.
 
+The loop is `GRPORecipe`: setup, then the named phases `rollout` (1-2), `prepare` (3), `update`
+(one inner iteration) and `log_samples`, and the recipe is the run's checkpoint participant
+(`state_dict` / `load_state_dict`, `save_files` / `load_files` for the in-flight batch, which
+`PolicyBatch.save` / `PolicyBatch.load` persist).
+
 Checkpoints (`checkpoints/checkpoint-{step}`) hold the adapter or full weights, optimizer,
 schedule, RNG states, the prompt stream's position, the compute counters and, mid generation
 batch, the batch itself (`grpo_batch_{rank}.pt`), so a resumed run continues exactly.
@@ -65,7 +70,7 @@ from d1.training.data import keyed_generator
 from d1.training.run import TrainingRun
 from d1.training.tracking import SAMPLES_FILE
 
-__all__ = ["GRPOResult", "train_grpo"]
+__all__ = ["GRPORecipe", "GRPOResult", "train_grpo"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,63 +208,6 @@ def _peak_memory_gb(device: torch.device) -> float | None:
     return None
 
 
-# ----------------------------------------------------------------------------- the batch file
-
-
-def _save_batch(batch: PolicyBatch, path: Path) -> None:
-    torch.save(
-        {
-            "prompt_ids": batch.prompt_ids.cpu(),
-            "prompt_mask": batch.prompt_mask.cpu(),
-            "completion_ids": batch.completion_ids.cpu(),
-            "completion_mask": batch.completion_mask.cpu(),
-            "advantages": batch.advantages.cpu(),
-            "weights": batch.weights.cpu(),
-            "old_logps": [None if o is None else o.cpu() for o in batch.old_logps],
-            # Precomputed reference log-probs (bit-exact resume: not recomputed).
-            "ref_logps": [None if r is None else r.cpu() for r in batch.ref_logps],
-            "index": batch.index,
-        },
-        path,
-    )
-
-
-def _load_batch(path: Path, settings: UpdateSettings, device: torch.device) -> PolicyBatch:
-    from d1.grpo.update import draw_noise
-
-    data = torch.load(path, map_location="cpu", weights_only=False)
-    prompt_ids = data["prompt_ids"].to(device)
-    prompt_mask = data["prompt_mask"].to(device)
-    completion_ids = data["completion_ids"].to(device)
-    completion_mask = data["completion_mask"].to(device)
-    objective = settings.make_objective()
-    # The noise states depend only on (seed, generation batch, k, row): redrawn identically.
-    noise = draw_noise(settings, prompt_ids, prompt_mask, completion_ids, data["index"], objective)
-    weights = data.get("weights")  # absent from batch files of older versions (one process)
-    if weights is None:
-        weights = token_weights(
-            completion_mask,
-            aggregation=settings.aggregation,
-            num_generations=settings.num_generations,
-        )
-    advantages = data["advantages"].to(device)
-    weights = weights.to(device)
-    return PolicyBatch(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
-        completion_ids=completion_ids,
-        completion_mask=completion_mask,
-        advantages=advantages,
-        weights=weights,
-        prompt_masks=[s.prompt for s in noise],
-        old_logps=[None if o is None else o.to(device) for o in data["old_logps"]],
-        noise=noise,
-        ref_logps=[None if r is None else r.to(device) for r in data.get("ref_logps", [])],
-        row_coef=objective.row_coefficients(advantages, weights),
-        index=int(data["index"]),
-    )
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -294,272 +242,336 @@ def train_grpo(
 
 def _run_grpo(run: TrainingRun, cfg: GRPOConfig, pools: list) -> GRPOResult:
     """The diffu-GRPO loop inside the run's RNG scope (see `train_grpo`)."""
-    gcfg, tcfg = cfg.grpo, cfg.train
-    acc = run.accelerator
-    device = acc.device
-    world, rank = acc.num_processes, acc.process_index
-    ga = cfg.gradient_accumulation_steps(world)
-    run.check_accumulation(ga)
-    per_device = tcfg.per_device_batch_size
-    g_size = gcfg.num_generations
-    prompts_per_process = per_device * ga // g_size
-    mu = gcfg.num_iterations
-    max_steps = int(tcfg.max_steps or 0)
+    return GRPORecipe(run, cfg, pools).train()
 
-    frozen = None
-    if cfg.lora is None and gcfg.beta > 0:
-        # Full fine-tuning: the reference is a frozen copy of the initial policy.
-        frozen = copy.deepcopy(run.model).eval().requires_grad_(False)
-        if device.type == "cuda" and acc.mixed_precision == "bf16":
-            frozen = frozen.to(torch.bfloat16)  # it only ever runs under bf16 autocast
-    run.setup_optimization(max_steps)
-    model = run.model  # as prepared; no-grad passes unwrap it in `generation_context`
-    reference = Reference(model, frozen) if gcfg.beta > 0 else None
 
-    settings = UpdateSettings(
-        num_iterations=mu,
-        micro_batch_size=per_device,
-        num_generations=g_size,
-        mask_id=run.spec.mask_token_id,
-        seed=tcfg.seed,
-        p_mask=gcfg.p_mask_prompt,
-        random_masking=gcfg.random_masking,
-        epsilon=gcfg.epsilon,
-        epsilon_high=gcfg.epsilon_high,
-        beta=gcfg.beta,
-        aggregation=gcfg.loss_aggregation,
-        estimator=gcfg.estimator,
-        logit_shift=run.spec.logit_shift,
-        logprob_chunk_size=gcfg.logprob_chunk_size,
-        row_offset=rank * per_device * ga,  # this process's first row in the generation batch
-        objective=gcfg.objective,
-        objective_options=dict(gcfg.objective_options),
-    )
-    rows = slice(settings.row_offset, settings.row_offset + per_device * ga)
+class GRPORecipe:
+    """diffu-GRPO as named phases over a `TrainingRun` (torchtune's recipe shape).
 
-    def rollout_noise(gen_index: int):
+    - `__init__` (setup): the reference policy, the update settings, the prompt stream, the
+      compute counter; registers itself as the run's checkpoint participant.
+    - `rollout(g)`: G completions per prompt of generation batch g, scored; advantages and loss
+      weights over the whole batch of every process.
+    - `prepare(rollout, g)`: the objective's noise for every inner iteration and the old /
+      reference log-probs (`update.prepare_policy_batch`).
+    - `update(k)`: one inner iteration over the batch, the gradient step.
+    - `log(...)`: metrics, samples and the progress bar.
+    - checkpoint participant (`state_dict` / `load_state_dict` / `save_files` / `load_files`):
+      the prompt stream's position, the compute counters and, mid generation batch, the batch.
+    - `train()`: the loop.
+    """
+
+    def __init__(self, run: TrainingRun, cfg: GRPOConfig, pools: list) -> None:
+        self.run, self.cfg = run, cfg
+        gcfg, tcfg = cfg.grpo, cfg.train
+        acc = run.accelerator
+        self.acc, self.device = acc, acc.device
+        self.world, self.rank = acc.num_processes, acc.process_index
+        ga = cfg.gradient_accumulation_steps(self.world)
+        run.check_accumulation(ga)
+        per_device = tcfg.per_device_batch_size
+        self.ga, self.per_device = ga, per_device
+        self.g_size = gcfg.num_generations
+        self.prompts_per_process = per_device * ga // self.g_size
+        self.mu = gcfg.num_iterations
+        self.max_steps = int(tcfg.max_steps or 0)
+
+        frozen = None
+        if cfg.lora is None and gcfg.beta > 0:
+            # Full fine-tuning: the reference is a frozen copy of the initial policy.
+            frozen = copy.deepcopy(run.model).eval().requires_grad_(False)
+            if self.device.type == "cuda" and acc.mixed_precision == "bf16":
+                frozen = frozen.to(torch.bfloat16)  # it only ever runs under bf16 autocast
+        run.setup_optimization(self.max_steps)
+        self.model = run.model  # as prepared; no-grad passes unwrap it in `generation_context`
+        self.reference = Reference(self.model, frozen) if gcfg.beta > 0 else None
+
+        self.settings = UpdateSettings(
+            num_iterations=self.mu,
+            micro_batch_size=per_device,
+            num_generations=self.g_size,
+            mask_id=run.spec.mask_token_id,
+            seed=tcfg.seed,
+            p_mask=gcfg.p_mask_prompt,
+            random_masking=gcfg.random_masking,
+            epsilon=gcfg.epsilon,
+            epsilon_high=gcfg.epsilon_high,
+            beta=gcfg.beta,
+            aggregation=gcfg.loss_aggregation,
+            estimator=gcfg.estimator,
+            logit_shift=run.spec.logit_shift,
+            logprob_chunk_size=gcfg.logprob_chunk_size,
+            row_offset=self.rank * per_device * ga,  # this process's first row in the batch
+            objective=gcfg.objective,
+            objective_options=dict(gcfg.objective_options),
+        )
+        self.rows = slice(self.settings.row_offset, self.settings.row_offset + per_device * ga)
+        self.prompt_sampler = PromptSampler(pools, seed=tcfg.seed)
+        self.task_names = [p[0] for p in pools]
+        self.reward_keys = [
+            f"{name}/{comp}" for name, task, _, _ in pools for comp in task.reward_functions()
+        ]
+        self.counter = ComputeCounter()
+        self.global_batch = per_device * ga * self.world
+        run.state.global_batch = self.global_batch
+        run.state.num_examples = sum(len(p[2]) for p in pools)
+        self.batch: PolicyBatch | None = None
+        self.batch_name = BATCH_FILE.format(rank=self.rank)
+        run.add_state(self)
+
+    # ---- checkpoint participant
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_sampler": self.prompt_sampler.state_dict(),
+            "compute": self.counter.as_dict(),
+        }
+
+    def load_state_dict(self, extra: dict[str, Any]) -> None:
+        if self.run.state.global_batch != self.global_batch:
+            raise ValueError(
+                f"The checkpoint was trained with {self.run.state.global_batch} completions per "
+                f"step; this run has {self.global_batch}: it cannot be resumed exactly."
+            )
+        self.prompt_sampler.load_state_dict(extra["prompt_sampler"])
+        self.counter.load(extra.get("compute", {}))
+
+    def save_files(self, folder: Path) -> None:
+        if self.batch is not None and self.run.state.step % self.mu:
+            self.batch.save(folder / self.batch_name)
+
+    def load_files(self, folder: Path) -> None:
+        if self.run.state.step % self.mu == 0:
+            return
+        path = folder / self.batch_name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{folder} was saved inside a generation batch but holds no {self.batch_name}."
+            )
+        self.batch = PolicyBatch.load(path, self.settings, self.device)
+
+    # ---- phases
+    def _rollout_noise(self, gen_index: int) -> Any:
         # Keyed by the global row where each sampler call starts, not by the process.
         return lambda start: keyed_generator(
-            tcfg.seed, "grpo-rollout", gen_index, settings.row_offset + start, device=device
+            self.cfg.train.seed,
+            "grpo-rollout",
+            gen_index,
+            self.settings.row_offset + start,
+            device=self.device,
         )
 
-    prompt_sampler = PromptSampler(pools, seed=tcfg.seed)
-    task_names = [p[0] for p in pools]
-    reward_keys = [
-        f"{name}/{comp}" for name, task, _, _ in pools for comp in task.reward_functions()
-    ]
-    counter = ComputeCounter()
-    global_batch = per_device * ga * world
-    run.state.global_batch = global_batch
-    run.state.num_examples = sum(len(p[2]) for p in pools)
-    batch: PolicyBatch | None = None
-    batch_name = BATCH_FILE.format(rank=rank)
-
-    def before_save() -> None:
-        run.state.extra["prompt_sampler"] = prompt_sampler.state_dict()
-        run.state.extra["compute"] = counter.as_dict()
-
-    def write_extra(folder: Path) -> None:
-        if batch is not None and run.state.step % mu:
-            _save_batch(batch, folder / batch_name)
-
-    run.before_save = before_save
-    run.extra_writer = write_extra
-    if run.resume():
-        if run.state.global_batch != global_batch:
-            raise ValueError(
-                f"The checkpoint was trained with {run.state.global_batch} completions per step; "
-                f"this run has {global_batch}: it cannot be resumed exactly."
-            )
-        prompt_sampler.load_state_dict(run.state.extra["prompt_sampler"])
-        counter.load(run.state.extra.get("compute", {}))
-        if run.state.step % mu:
-            assert run.resumed_from is not None
-            path = run.resumed_from / batch_name
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path.parent} was saved inside a generation batch but holds no {batch_name}."
-                )
-            batch = _load_batch(path, settings, device)
-    if run.is_main:
-        logger.info(
-            "diffu-GRPO: %d prompts x %d completions per generation batch (%d per optimizer step "
-            "= %d per device x %d accumulation x %d processes), %d inner iterations, %d steps; "
-            "rollouts: %s.",
-            prompts_per_process * world,
-            g_size,
-            global_batch,
-            per_device,
-            ga,
-            world,
-            mu,
-            max_steps,
-            gcfg.sampler.describe(),
+    def rollout(self, gen_index: int) -> tuple[Rollout, torch.Tensor, AdvantageResult, Any]:
+        """Generation batch `gen_index`: prompts, rollouts, rewards of every process, advantages
+        and this process's loss weights."""
+        run, acc, gcfg = self.run, self.acc, self.cfg.grpo
+        items = self.prompt_sampler.next_items(self.prompts_per_process * self.world)
+        mine = slice(
+            self.rank * self.prompts_per_process, (self.rank + 1) * self.prompts_per_process
         )
-    run.start_tracking()
-    samples_path = run.run_dir / SAMPLES_FILE
-    last_sample_log = int(run.state.extra.get("last_sample_log", -(10**9)))
-
-    pending: dict[str, float] = {}
-    shown: dict[str, float] = {}  # the latest reward / accuracy, next to the progress bar
-    last_metrics: dict[str, float] = {}
-    timing = dict.fromkeys(("rollout", "old_logps", "update"), 0.0)
-    t_window, window_steps = time.perf_counter(), 0
-    model.train()
-    while run.state.step < max_steps:
-        step = run.state.step
-        k, gen_index = step % mu, step // mu
-        if k == 0:
-            t0 = time.perf_counter()
-            items = prompt_sampler.next_items(prompts_per_process * world)
-            items = items[rank * prompts_per_process : (rank + 1) * prompts_per_process]
-            sampling = SamplingStats()
-            with acc.autocast(), run.phase("rollout") as show:
-                rollout = generate_rollouts(
-                    model,
-                    run.tokenizer,
-                    items,
-                    num_generations=g_size,
-                    sampler=gcfg.sampler,
-                    mask_id=run.spec.mask_token_id,
-                    eos_id=run.spec.eos_token_id,
-                    generator=None,
-                    call_generator=rollout_noise(gen_index),
-                    generation_batch_size=gcfg.generation_batch_size or per_device,
-                    max_prompt_length=gcfg.max_prompt_length,
-                    logit_shift=run.spec.logit_shift,
-                    device=device,
-                    stats=sampling,
-                    reward_timeout_s=gcfg.reward_timeout_s,
-                    on_progress=(
-                        (lambda text, show=show: show(f"rollout: {text}"))
-                        if run.progress is not None and run.progress.active
-                        else None
-                    ),
-                )
-            # Advantages and loss weights over the whole generation batch (every process's
-            # rows, in process order); this process keeps its own rows. Weights are scaled by
-            # the process count because the gradients are averaged across processes.
-            all_rewards = acc.gather(rollout.rewards.float())
-            adv = compute_advantages(all_rewards, g_size, gcfg.scale_rewards)
-            weights = (
-                token_weights(
-                    acc.gather(rollout.completion_mask.float()),
-                    aggregation=gcfg.loss_aggregation,
-                    num_generations=g_size,
-                )[rows]
-                * world
+        sampling = SamplingStats()
+        bar = run.progress is not None and run.progress.active
+        with acc.autocast(), run.phase("rollout") as show:
+            rollout = generate_rollouts(
+                self.model,
+                run.tokenizer,
+                items[mine],
+                num_generations=self.g_size,
+                sampler=gcfg.sampler,
+                mask_id=run.spec.mask_token_id,
+                eos_id=run.spec.eos_token_id,
+                generator=None,
+                call_generator=self._rollout_noise(gen_index),
+                generation_batch_size=gcfg.generation_batch_size or self.per_device,
+                max_prompt_length=gcfg.max_prompt_length,
+                logit_shift=run.spec.logit_shift,
+                device=self.device,
+                stats=sampling,
+                reward_timeout_s=gcfg.reward_timeout_s,
+                on_progress=(lambda text: show(f"rollout: {text}")) if bar else None,
             )
-            counter.generations += len(rollout)
-            counter.generation_batches += 1
-            counter.add_sampling(sampling)
-            t1 = time.perf_counter()
-            timing["rollout"] += t1 - t0
-            with acc.autocast(), run.phase("old log-probs"):
-                batch = prepare_policy_batch(
-                    model,
-                    prompt_ids=rollout.prompt_ids,
-                    prompt_mask=rollout.prompt_mask,
-                    completion_ids=rollout.completion_ids,
-                    completion_mask=rollout.completion_mask,
-                    advantages=adv.advantages[rows].to(device),
-                    settings=settings,
-                    generation_batch=gen_index,
-                    counter=counter,
-                    weights=weights.to(device),
-                    reference=reference,
-                )
-            model.train()
-            timing["old_logps"] += time.perf_counter() - t1
-            metrics, samples = _rollout_metrics(
-                rollout,
-                all_rewards,
-                adv,
-                settings.row_offset,
-                acc,
-                run.spec.eos_token_id,
-                task_names,
-                reward_keys,
-            )
-            pending.update(metrics)
-            every = gcfg.log_completions_steps
-            if every and step - last_sample_log >= every:
-                last_sample_log = step
-                run.state.extra["last_sample_log"] = step
-                if run.is_main:
-                    with samples_path.open("a", encoding="utf-8") as f:
-                        for sample in samples[: gcfg.num_completions_to_log]:
-                            f.write(json.dumps({"step": step, **sample}) + "\n")
-        assert batch is not None
+        # Advantages and loss weights over the whole generation batch (every process's rows,
+        # in process order); this process keeps its own rows. Weights are scaled by the process
+        # count because the gradients are averaged across processes.
+        all_rewards = acc.gather(rollout.rewards.float())
+        adv = compute_advantages(all_rewards, self.g_size, gcfg.scale_rewards)
+        weights = (
+            token_weights(
+                acc.gather(rollout.completion_mask.float()),
+                aggregation=gcfg.loss_aggregation,
+                num_generations=self.g_size,
+            )[self.rows]
+            * self.world
+        )
+        self.counter.generations += len(rollout)
+        self.counter.generation_batches += 1
+        self.counter.add_sampling(sampling)
+        return rollout, all_rewards, adv, weights
 
-        t2 = time.perf_counter()
-        tokens_before = counter.forward_tokens
-        with acc.autocast():
+    def prepare(
+        self, rollout: Rollout, adv: AdvantageResult, weights: torch.Tensor, gen_index: int
+    ) -> PolicyBatch:
+        """The noise of every inner iteration and the old / reference log-probs (no gradient)."""
+        with self.acc.autocast(), self.run.phase("old log-probs"):
+            batch = prepare_policy_batch(
+                self.model,
+                prompt_ids=rollout.prompt_ids,
+                prompt_mask=rollout.prompt_mask,
+                completion_ids=rollout.completion_ids,
+                completion_mask=rollout.completion_mask,
+                advantages=adv.advantages[self.rows].to(self.device),
+                settings=self.settings,
+                generation_batch=gen_index,
+                counter=self.counter,
+                weights=weights.to(self.device),
+                reference=self.reference,
+            )
+        self.model.train()
+        return batch
+
+    def update(self, k: int) -> tuple[LossStats, dict[str, Any]]:
+        """Inner iteration k over the generation batch, then the optimizer step."""
+        run = self.run
+        assert self.batch is not None
+        tokens_before = self.counter.forward_tokens
+        with self.acc.autocast():
             stats = policy_step(
-                model,
-                batch,
+                self.model,
+                self.batch,
                 k,
-                settings=settings,
+                settings=self.settings,
                 backward=run.backward,
-                reference=reference,
-                counter=counter,
+                reference=self.reference,
+                counter=self.counter,
                 accumulate=lambda last: run.accumulation(last=last),
             )
         opt = run.optimizer_step(loss=stats.totals.get("loss", 0.0))
-        counter.optimizer_steps += 1
-        timing["update"] += time.perf_counter() - t2
-        run.state.tokens_seen += (counter.forward_tokens - tokens_before) * world
-        run.state.examples_seen = counter.generations * world
-        run.state.epoch = int(max(prompt_sampler.epochs().values()))
+        self.counter.optimizer_steps += 1
+        run.state.tokens_seen += (self.counter.forward_tokens - tokens_before) * self.world
+        run.state.examples_seen = self.counter.generations * self.world
+        run.state.epoch = int(max(self.prompt_sampler.epochs().values()))
+        return stats, opt
 
-        window_steps += 1
-        run.update_progress()  # the bar moves every step; values change at logging steps
-        if run.due(tcfg.logging_steps):
-            now = time.perf_counter()
-            logged = {
-                "train/loss": run.mean_across_processes(stats.totals.get("loss", 0.0)),
-                **{f"train/{key}": v for key, v in _merge_loss_stats(stats, acc).items()},
-                "train/grad_norm": opt["grad_norm"],
-                "train/lr": opt["lr"],
-                **run.nonfinite_metrics(),
-                "train/inner_iteration": k,
-                "train/generation_batch": gen_index,
-                "train/epoch": max(prompt_sampler.epochs().values()),
-                "train/tokens_per_s": run.throughput(),
-                "time/seconds_per_step": (now - t_window) / window_steps,
-                # Per optimizer step; rollout and old log-probs amortised over the window.
-                **{f"time/{key}_seconds": v / window_steps for key, v in timing.items()},
-                **{f"compute/{key}": v for key, v in _all_processes(counter, world).items()},
-                **{f"train/{key}": v for key, v in pending.items()},
-            }
-            peak = _peak_memory_gb(device)
-            if peak is not None:
-                logged["memory/peak_gb"] = peak
-            t_window, window_steps = now, 0
-            pending = {}
-            timing = dict.fromkeys(timing, 0.0)
-            run.log(logged)
-            last_metrics = logged
-            # The reward and accuracy of the latest generation batch tell RL progress; the
-            # clipped loss hovers near 0 by construction (advantages are centred).
-            shown.update(
-                {
-                    name: logged[key]
-                    for name, key in (("reward", "train/reward"), ("accuracy", "train/accuracy"))
-                    if key in logged
-                }
+    def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
+        """Sample completions to `samples.jsonl` every `log_completions_steps`."""
+        gcfg, run = self.cfg.grpo, self.run
+        every = gcfg.log_completions_steps
+        last = int(run.state.extra.get("last_sample_log", -(10**9)))
+        if every and step - last >= every:
+            run.state.extra["last_sample_log"] = step
+            if run.is_main:
+                with (run.run_dir / SAMPLES_FILE).open("a", encoding="utf-8") as f:
+                    for sample in samples[: gcfg.num_completions_to_log]:
+                        f.write(json.dumps({"step": step, **sample}) + "\n")
+
+    def _announce(self) -> None:
+        if self.run.is_main:
+            logger.info(
+                "diffu-GRPO: %d prompts x %d completions per generation batch (%d per optimizer "
+                "step = %d per device x %d accumulation x %d processes), %d inner iterations, "
+                "%d steps; rollouts: %s.",
+                self.prompts_per_process * self.world,
+                self.g_size,
+                self.global_batch,
+                self.per_device,
+                self.ga,
+                self.world,
+                self.mu,
+                self.max_steps,
+                self.cfg.grpo.sampler.describe(),
             )
-            run.update_progress(**shown, loss=logged["train/loss"], lr=opt["lr"])
-        if tcfg.save_steps and run.due(tcfg.save_steps) and run.state.step < max_steps:
-            run.save()
-    run_dir = run.finish()
-    return GRPOResult(
-        run_dir=run_dir,
-        step=run.state.step,
-        last_checkpoint=run.checkpoints.latest(),
-        metrics=last_metrics,
-        compute=_all_processes(counter, world),
-    )
+
+    # ---- the loop
+    def train(self) -> GRPOResult:
+        run, acc, tcfg = self.run, self.acc, self.cfg.train
+        run.resume()  # restores this recipe's state too (a participant)
+        self._announce()
+        run.start_tracking()
+        pending: dict[str, float] = {}
+        shown: dict[str, float] = {}  # the latest reward / accuracy, next to the progress bar
+        last_metrics: dict[str, float] = {}
+        timing = dict.fromkeys(("rollout", "old_logps", "update"), 0.0)
+        t_window, window_steps = time.perf_counter(), 0
+        self.model.train()
+        while run.state.step < self.max_steps:
+            step = run.state.step
+            k, gen_index = step % self.mu, step // self.mu
+            if k == 0:
+                t0 = time.perf_counter()
+                rollout, all_rewards, adv, weights = self.rollout(gen_index)
+                t1 = time.perf_counter()
+                timing["rollout"] += t1 - t0
+                self.batch = self.prepare(rollout, adv, weights, gen_index)
+                timing["old_logps"] += time.perf_counter() - t1
+                metrics, samples = _rollout_metrics(
+                    rollout,
+                    all_rewards,
+                    adv,
+                    self.settings.row_offset,
+                    acc,
+                    run.spec.eos_token_id,
+                    self.task_names,
+                    self.reward_keys,
+                )
+                pending.update(metrics)
+                self.log_samples(step, samples)
+
+            t2 = time.perf_counter()
+            stats, opt = self.update(k)
+            timing["update"] += time.perf_counter() - t2
+            window_steps += 1
+            run.update_progress()  # the bar moves every step; values change at logging steps
+            if run.due(tcfg.logging_steps):
+                now = time.perf_counter()
+                logged = {
+                    "train/loss": run.mean_across_processes(stats.totals.get("loss", 0.0)),
+                    **{f"train/{key}": v for key, v in _merge_loss_stats(stats, acc).items()},
+                    "train/grad_norm": opt["grad_norm"],
+                    "train/lr": opt["lr"],
+                    **run.nonfinite_metrics(),
+                    "train/inner_iteration": k,
+                    "train/generation_batch": gen_index,
+                    "train/epoch": max(self.prompt_sampler.epochs().values()),
+                    "train/tokens_per_s": run.throughput(),
+                    "time/seconds_per_step": (now - t_window) / window_steps,
+                    # Per optimizer step; rollout and old log-probs amortised over the window.
+                    **{f"time/{key}_seconds": v / window_steps for key, v in timing.items()},
+                    **{
+                        f"compute/{key}": v
+                        for key, v in _all_processes(self.counter, self.world).items()
+                    },
+                    **{f"train/{key}": v for key, v in pending.items()},
+                }
+                peak = _peak_memory_gb(self.device)
+                if peak is not None:
+                    logged["memory/peak_gb"] = peak
+                t_window, window_steps = now, 0
+                pending = {}
+                timing = dict.fromkeys(timing, 0.0)
+                run.log(logged)
+                last_metrics = logged
+                # The reward and accuracy of the latest generation batch tell RL progress; the
+                # clipped loss hovers near 0 by construction (advantages are centred).
+                shown.update(
+                    {
+                        name: logged[key]
+                        for name, key in (
+                            ("reward", "train/reward"),
+                            ("accuracy", "train/accuracy"),
+                        )
+                        if key in logged
+                    }
+                )
+                run.update_progress(**shown, loss=logged["train/loss"], lr=opt["lr"])
+            if tcfg.save_steps and run.due(tcfg.save_steps) and run.state.step < self.max_steps:
+                run.save()
+        run_dir = run.finish()
+        return GRPOResult(
+            run_dir=run_dir,
+            step=run.state.step,
+            last_checkpoint=run.checkpoints.latest(),
+            metrics=last_metrics,
+            compute=_all_processes(self.counter, self.world),
+        )
 
 
 def _all_processes(counter: ComputeCounter, world: int) -> dict[str, int]:

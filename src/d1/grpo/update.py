@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -215,6 +216,62 @@ class PolicyBatch:
         if self.noise:
             return self.noise[k]
         return NoiseState(prompt=self.prompt_masks[k])
+
+    def save(self, path: Path) -> None:
+        """Write what cannot be recomputed exactly later (a run saved mid generation batch):
+        the rollout, advantages, loss weights and the precomputed old / reference log-probs.
+        The noise states are not stored: they depend only on the seeds (see `load`)."""
+        torch.save(
+            {
+                "prompt_ids": self.prompt_ids.cpu(),
+                "prompt_mask": self.prompt_mask.cpu(),
+                "completion_ids": self.completion_ids.cpu(),
+                "completion_mask": self.completion_mask.cpu(),
+                "advantages": self.advantages.cpu(),
+                "weights": self.weights.cpu(),
+                "old_logps": [None if o is None else o.cpu() for o in self.old_logps],
+                "ref_logps": [None if r is None else r.cpu() for r in self.ref_logps],
+                "index": self.index,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: Path, settings: UpdateSettings, device: torch.device) -> PolicyBatch:
+        """The batch `save` wrote, its noise states redrawn by `draw_noise` (the same function
+        `prepare_policy_batch` draws them with, so they are identical)."""
+        data = torch.load(path, map_location="cpu", weights_only=False)
+        prompt_ids = data["prompt_ids"].to(device)
+        prompt_mask = data["prompt_mask"].to(device)
+        completion_ids = data["completion_ids"].to(device)
+        completion_mask = data["completion_mask"].to(device)
+        objective = settings.make_objective()
+        noise = draw_noise(
+            settings, prompt_ids, prompt_mask, completion_ids, data["index"], objective
+        )
+        weights = data.get("weights")  # absent from batch files of older versions (one process)
+        if weights is None:
+            weights = token_weights(
+                completion_mask,
+                aggregation=settings.aggregation,
+                num_generations=settings.num_generations,
+            )
+        advantages = data["advantages"].to(device)
+        weights = weights.to(device)
+        return cls(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            advantages=advantages,
+            weights=weights,
+            prompt_masks=[s.prompt for s in noise],
+            old_logps=[None if o is None else o.to(device) for o in data["old_logps"]],
+            noise=noise,
+            ref_logps=[None if r is None else r.to(device) for r in data.get("ref_logps", [])],
+            row_coef=objective.row_coefficients(advantages, weights),
+            index=int(data["index"]),
+        )
 
 
 @contextlib.contextmanager

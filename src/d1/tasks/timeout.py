@@ -34,6 +34,7 @@ the same mechanism with float seconds.
 from __future__ import annotations
 
 import ctypes
+import gc
 import heapq
 import itertools
 import math
@@ -120,8 +121,12 @@ _UNRAISABLE_CODE = frozenset({"__del__", "unraisable_hook", "unraisablehook"})
 
 
 def _in_finalizer(frame: Any, depth: int = 32) -> bool:
+    """Whether `frame` runs inside a finalizer, a garbage-collector callback or the unraisable
+    hook (anywhere an exception is swallowed instead of propagating)."""
+    gc_callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None and depth > 0:
-        if frame.f_code.co_name in _UNRAISABLE_CODE:
+        code = frame.f_code
+        if code.co_name in _UNRAISABLE_CODE or code in gc_callbacks:
             return True
         frame, depth = frame.f_back, depth - 1
     return False

@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -63,6 +63,25 @@ T = TypeVar("T")
 
 class NonFiniteError(RuntimeError):
     """An optimizer step with a NaN / inf loss or gradient norm stopped the run."""
+
+
+class StateParticipant(Protocol):
+    """Trainer state that a checkpoint must hold besides the toolkit's (weights, optimizer,
+    schedule, RNG, counters): e.g. diffu-GRPO's prompt stream and in-flight generation batch.
+
+    `state_dict()` returns small JSON-able values, merged into `trainer_state.json`'s `extra`
+    (the participant's own keys); `load_state_dict(extra)` reads them back from a resumed
+    checkpoint. `save_files(folder)` writes anything larger into the checkpoint folder being
+    written (atomically, with the rest); `load_files(folder)` reads it on resume.
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, extra: dict[str, Any]) -> None: ...
+
+    def save_files(self, folder: Path) -> None: ...
+
+    def load_files(self, folder: Path) -> None: ...
 
 
 class TrainingRun:
@@ -126,10 +145,8 @@ class TrainingRun:
         self._t_log = time.perf_counter()
         self._tokens_at_log = 0
         self._scope: contextlib.ExitStack | None = None
-        # Hooks for trainers with more state: `before_save()` runs first (e.g. counters into
-        # `state.extra`), `extra_writer(tmp_folder)` adds files to every checkpoint.
-        self.before_save: Callable[[], None] | None = None
-        self.extra_writer: Callable[[Path], None] | None = None
+        # Trainer state beyond the toolkit's (`add_state`): saved with every checkpoint.
+        self.participants: list[StateParticipant] = []
 
     # -- the global-RNG scope
     def __enter__(self) -> TrainingRun:
@@ -269,6 +286,9 @@ class TrainingRun:
         )
         self._last_saved_step = self.state.step
         self.resumed_from = path
+        for participant in self.participants:
+            participant.load_state_dict(self.state.extra)
+            participant.load_files(path)
         logger.info("Resumed from %s at step %d.", path, self.state.step)
         return True
 
@@ -450,10 +470,15 @@ class TrainingRun:
         finally:
             show("train")
 
+    def add_state(self, participant: StateParticipant) -> None:
+        """Save `participant` with every checkpoint and restore it on `resume` (see
+        `StateParticipant`). Add participants before calling `resume`."""
+        self.participants.append(participant)
+
     def save(self, metric: float | None = None) -> Path:
         """Write a checkpoint of the current step (collective); tracks the best by `metric`."""
-        if self.before_save is not None:
-            self.before_save()
+        for participant in self.participants:
+            self.state.extra.update(participant.state_dict())
 
         def write(tmp: Path) -> None:
             write_checkpoint(
@@ -467,8 +492,8 @@ class TrainingRun:
                 generators=self.generators,
                 config=self.config,
             )
-            if self.extra_writer is not None:
-                self.extra_writer(tmp)
+            for participant in self.participants:
+                participant.save_files(tmp)
 
         path = self.checkpoints.save(self.state.step, write, metric=metric, state=self.state)
         self._last_saved_step = self.state.step
