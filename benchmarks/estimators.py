@@ -1,7 +1,7 @@
 """Bias and variance of the log-prob estimators per forward pass spent (issue: "single-step
 log-prob estimation can be noisy due to higher variance").
 
-On a model trained here (masked SFT on the demo's easy addition problems, `d1.demo`), for a
+On a model trained here (masked SFT on the demo's easy addition problems, `d1.recipes.demo`), for a
 fixed set of (prompt, completion) pairs (completions sampled from that model on hard test
 problems, temperature 1, G per prompt, with their rewards), measures for every estimator at a
 budget of B forward passes per sequence:
@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from d1.grpo.objectives import NoiseState, ObjectiveContext, make_objective
+from d1.recipes.grpo.objectives import NoiseState, ObjectiveContext, make_objective
 
 
 def _objective(name: str, options: dict[str, Any], mask_id: int, p_mask: float = 0.15):
@@ -124,10 +124,10 @@ def reference(pairs: Pairs, model, draws: int, chunk: int, mask_id: int):
 
 
 def build_pairs(model, tok, cfg, data, prompts: int, g: int, seed: int) -> Pairs:
-    from d1.demo import _task
-    from d1.grpo.advantages import compute_advantages
-    from d1.grpo.rollout import PromptItem, generate_rollouts
-    from d1.sampling import SamplerConfig
+    from d1.core.sampling import SamplerConfig
+    from d1.recipes.demo import _task
+    from d1.recipes.grpo.advantages import compute_advantages
+    from d1.recipes.grpo.rollout import PromptItem, generate_rollouts
 
     task = _task(cfg)
     examples = task.load("test", path=str(data["test"]))[:prompts]
@@ -174,8 +174,8 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
 
-    from d1.demo import DemoConfig, _final_checkpoint, make_data, sft_config
-    from d1.models import load_model
+    from d1.core.models import load_model
+    from d1.recipes.demo import DemoConfig, _final_checkpoint, make_data, sft_config
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def main() -> None:
     data = make_data(cfg, out / "data")
     model_path = args.model
     if model_path is None:
-        from d1.sft import train_sft
+        from d1.recipes.sft import train_sft
 
         run = Path(train_sft(sft_config(cfg, args.seed, out / "sft", data)))
         model_path = str(_final_checkpoint(run))

@@ -51,13 +51,13 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from d1.grpo.advantages import compute_advantages
-from d1.grpo.generation import generation_context
-from d1.grpo.loss import completion_mask
-from d1.grpo.update import Reference, UpdateSettings, policy_step, prepare_policy_batch
-from d1.models import LoraSettings, apply_lora, make_tiny_model
-from d1.sampling import SamplerConfig, sample
-from d1.sft.trainer import sft_batch_loss
+from d1.core.models import LoraSettings, apply_lora, make_tiny_model
+from d1.core.sampling import SamplerConfig, sample
+from d1.recipes.grpo.advantages import compute_advantages
+from d1.recipes.grpo.generation import generation_context
+from d1.recipes.grpo.loss import completion_mask
+from d1.recipes.grpo.update import Reference, UpdateSettings, policy_step, prepare_policy_batch
+from d1.recipes.sft.trainer import sft_batch_loss
 from d1.training.config import OptimConfig
 from d1.training.optim import build_optimizer
 from d1.training.runtime import enable_gradient_checkpointing

@@ -9,13 +9,13 @@ Modes (`--compare faithful,fast`, or one of them with `--mode`):
   forward of mu x N rows (also for k = 0, where d1 computes and never needs them) and the
   reference policy's log-probs for all mu masks in a second giant forward; then mu optimizer
   steps, each one forward + backward of the current log-probs. It uses none of
-  `d1.grpo.update` / `d1.likelihood` / `d1.grpo.loss` (its estimator and loss are written out
+  `d1.recipes.grpo.update` / `d1.core.likelihood` / `d1.recipes.grpo.loss` (its estimator and loss are written out
   below, d1's formulas), so changes there do not move the baseline. Step k uses mask k for
   every micro-batch (d1's trainer advanced the mask index per micro-batch, a bug that changes
   which masks are used, not the cost).
 - **fast** is the project's path with its defaults: rollouts with `GRPOSection().sampler` (the
   RL sampler default, at the workload's gen / block / steps / temperature), then
-  `prepare_policy_batch` and `policy_step` of `d1.grpo.update`: old log-probs for k >= 1 and
+  `prepare_policy_batch` and `policy_step` of `d1.recipes.grpo.update`: old log-probs for k >= 1 and
   reference log-probs for every k, computed once per generation batch in chunks, so an inner
   step is one forward and one backward.
 
@@ -70,11 +70,11 @@ from typing import Any
 
 import torch
 
-from d1.grpo.config import GRPOSection
-from d1.grpo.schedule import iteration_prompt_mask
-from d1.grpo.update import ComputeCounter, Reference, UpdateSettings, policy_step
-from d1.grpo.update import prepare_policy_batch as prepare
-from d1.sampling import SamplerConfig, sample
+from d1.core.sampling import SamplerConfig, sample
+from d1.recipes.grpo.config import GRPOSection
+from d1.recipes.grpo.schedule import iteration_prompt_mask
+from d1.recipes.grpo.update import ComputeCounter, Reference, UpdateSettings, policy_step
+from d1.recipes.grpo.update import prepare_policy_batch as prepare
 from d1.tasks.base import Example, RewardFn, Score, Task
 
 PHASES = ("rollout", "old", "ref", "forward", "backward", "optimizer")
@@ -89,9 +89,9 @@ W1_PROMPT_LENGTH = 27
 
 def w1_model(seed: int = 0) -> torch.nn.Module:
     """W1's model: a random LLaDA (d_model 64, 2 layers, 4 heads, MLP 96, vocabulary 300)."""
-    from d1.models.configuration_llada import LLaDAConfig
-    from d1.models.modeling_llada import LLaDAModelLM
-    from d1.models.tiny import init_weights_
+    from d1.core.models.configuration_llada import LLaDAConfig
+    from d1.core.models.modeling_llada import LLaDAModelLM
+    from d1.core.models.tiny import init_weights_
 
     config = LLaDAConfig(
         **W1_SHAPE,
@@ -270,7 +270,7 @@ def build_workload(args: argparse.Namespace) -> Workload:
             "W1", model, cfg.mask_token_id, cfg.eos_token_id, lr=1e-4, rollout_fn=fn, **g_common
         )
 
-    from d1.models import load_model
+    from d1.core.models import load_model
 
     loaded = load_model(args.model, dtype="float32", seed=0)
     model, tok, spec = loaded.model, loaded.tokenizer, loaded.spec
@@ -278,7 +278,7 @@ def build_workload(args: argparse.Namespace) -> Workload:
     if args.prompts is None and args.model.startswith("tiny"):
         # The default workload: Sudoku prompts with the task's rewards, through the trainer's
         # own rollout function.
-        from d1.grpo.rollout import PromptItem, generate_rollouts
+        from d1.recipes.grpo.rollout import PromptItem, generate_rollouts
         from d1.tasks import get_task
 
         n = args.prompts_per_batch * (args.max_batches + 1)
@@ -317,7 +317,7 @@ def build_workload(args: argparse.Namespace) -> Workload:
         )
 
     if args.prompts is not None:
-        from d1.sampling import encode_prompts
+        from d1.core.sampling import encode_prompts
 
         texts = _read_prompts(args.prompts)
         if getattr(tok, "chat_template", None):
@@ -404,7 +404,7 @@ class Split:
 
 
 class TimedReference(Reference):
-    """`Reference` whose policy context counts as phase "ref" wherever `d1.grpo.update` opens
+    """`Reference` whose policy context counts as phase "ref" wherever `d1.recipes.grpo.update` opens
     it (per inner step today; once per generation batch if the update precomputes it)."""
 
     def __init__(self, model: torch.nn.Module, frozen: torch.nn.Module, split: Split) -> None:
@@ -801,8 +801,8 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
 def demo(args: argparse.Namespace) -> None:
     """SFT a tiny model briefly on the toy task, then diffu-GRPO; print the reward curve."""
     import d1.tasks
-    from d1.grpo.trainer import train_grpo
-    from d1.sft.trainer import train_sft
+    from d1.recipes.grpo.trainer import train_grpo
+    from d1.recipes.sft.trainer import train_sft
 
     sys.modules.setdefault("grpo_step_bench", sys.modules[__name__])
     d1.tasks.register_task("echo", "grpo_step_bench:Echo")

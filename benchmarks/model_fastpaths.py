@@ -29,12 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import d1.sampling.fast as fast_mod
-import d1.sampling.reference as ref_mod
-import d1.sampling.steps as steps_mod
-from d1.models.forward import model_logits
-from d1.models.modeling_llada import RopeTable, rope_cos_sin, signed_sin
-from d1.sampling import SamplerConfig, sample
+import d1.core.sampling.fast as fast_mod
+import d1.core.sampling.reference as ref_mod
+import d1.core.sampling.steps as steps_mod
+from d1.core.models.forward import model_logits
+from d1.core.models.modeling_llada import RopeTable, rope_cos_sin, signed_sin
+from d1.core.sampling import SamplerConfig, sample
 from grpo_step import w1_model
 
 

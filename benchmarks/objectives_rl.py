@@ -1,6 +1,6 @@
 """RL comparison of the policy objectives on the demo's addition task (`d1 demo`'s recipe).
 
-Per seed: the demo's data (`d1.demo.make_data`), masked SFT from scratch on easy problems (one
+Per seed: the demo's data (`d1.recipes.demo.make_data`), masked SFT from scratch on easy problems (one
 SFT checkpoint per seed, shared by every objective), then one RL run per objective from that
 checkpoint on hard problems with the same prompts, G, mu, steps and seeds (so the same number
 of generations), and a greedy evaluation of each final checkpoint on the same held-out hard
@@ -9,7 +9,7 @@ test set. Writes a JSON of all numbers, a reward-curve PNG and the markdown tabl
     .venv/bin/python benchmarks/objectives_rl.py --out bench_out/objectives_rl \
         --seeds 0 1 2 --grpo-steps 400 --workers 2
 
-Options not given keep `d1 demo`'s defaults (`d1.demo.DemoConfig`), e.g. beta 0 (no
+Options not given keep `d1 demo`'s defaults (`d1.recipes.demo.DemoConfig`), e.g. beta 0 (no
 reference: `wd1` needs none, the others then have no KL term either).
 """
 
@@ -45,7 +45,7 @@ def run_seed(args: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from d1.demo import (
+    from d1.recipes.demo import (
         DemoConfig,
         _final_checkpoint,
         _task,
@@ -53,8 +53,8 @@ def run_seed(args: dict[str, Any]) -> dict[str, Any]:
         grpo_config,
         sft_config,
     )
-    from d1.grpo.trainer import train_grpo
-    from d1.sft import train_sft
+    from d1.recipes.grpo.trainer import train_grpo
+    from d1.recipes.sft import train_sft
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=None)
     args = ap.parse_args()
 
-    from d1.demo import DemoConfig, make_data
+    from d1.recipes.demo import DemoConfig, make_data
 
     kw: dict[str, Any] = {"out": args.out, "seeds": args.seeds, "progress": False}
     for key in ("sft_steps", "grpo_steps", "test_size"):

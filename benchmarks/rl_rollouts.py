@@ -1,6 +1,6 @@
 """Do fast rollouts learn the same? The demo's diffu-GRPO with reference vs fast rollout samplers.
 
-The addition demo of `d1 demo` (`d1.demo`: masked SFT on easy problems, then diffu-GRPO with
+The addition demo of `d1 demo` (`d1.recipes.demo`: masked SFT on easy problems, then diffu-GRPO with
 rewards only on hard ones), run once per seed up to the SFT checkpoint, then diffu-GRPO from
 that same checkpoint once per rollout setting (`grpo.sampler.*`), everything else the demo's
 defaults. Per run it records the training reward of every optimizer step, the rollout time, and
@@ -44,7 +44,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _demo_config(args: argparse.Namespace) -> Any:
-    from d1.demo import DemoConfig
+    from d1.recipes.demo import DemoConfig
 
     base = DemoConfig.quick() if args.quick else DemoConfig()
     cfg = dataclasses.replace(
@@ -59,8 +59,8 @@ def sft_job(args: argparse.Namespace, seed: int) -> str:
     """Masked SFT of one seed (skipped when its final checkpoint exists); returns the path."""
     import torch
 
-    from d1.demo import _final_checkpoint, make_data, sft_config
-    from d1.sft import train_sft
+    from d1.recipes.demo import _final_checkpoint, make_data, sft_config
+    from d1.recipes.sft import train_sft
 
     torch.set_num_threads(1)
     cfg = _demo_config(args)
@@ -80,9 +80,9 @@ def rl_job(args: argparse.Namespace, seed: int, setting: str, sft_ckpt: str) -> 
     hard-test accuracy of the SFT checkpoint and of every saved RL checkpoint."""
     import torch
 
-    from d1.demo import _task, evaluate_checkpoint, grpo_config, make_data
-    from d1.evaluation.select import find_checkpoints
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.demo import _task, evaluate_checkpoint, grpo_config, make_data
+    from d1.recipes.evaluation.select import find_checkpoints
+    from d1.recipes.grpo.trainer import train_grpo
 
     torch.set_num_threads(1)
     label, fields = parse_setting(setting)
@@ -154,10 +154,10 @@ def time_rollouts(args: argparse.Namespace) -> None:
     `--repeats` times; medians of wall and CPU seconds, and model calls per rollout."""
     import torch
 
-    from d1.demo import _task, make_data
-    from d1.grpo.rollout import PromptItem, encode_items
-    from d1.models import load_model
-    from d1.sampling import SamplingStats, sample
+    from d1.core.models import load_model
+    from d1.core.sampling import SamplingStats, sample
+    from d1.recipes.demo import _task, make_data
+    from d1.recipes.grpo.rollout import PromptItem, encode_items
 
     torch.set_num_threads(1)
     cfg = _demo_config(args)
@@ -174,7 +174,7 @@ def time_rollouts(args: argparse.Namespace) -> None:
         ids = ids.repeat_interleave(cfg.num_generations, 0)
         attn = attn.repeat_interleave(cfg.num_generations, 0)
         base = dataclasses.replace(
-            __import__("d1.demo", fromlist=["grpo_config"])
+            __import__("d1.recipes.demo", fromlist=["grpo_config"])
             .grpo_config(cfg, seed, Path(args.out) / "timing", data, Path(ckpt))
             .grpo.sampler
         )

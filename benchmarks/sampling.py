@@ -1,7 +1,7 @@
 """LLaDA's reference sampler vs fast sampling (Fast-dLLM): tokens/s and accuracy.
 
-Modes (`d1.sampling`: `SamplerConfig(name=..., cache=..., threshold=...)`):
-  reference  LLaDA's sampler (`d1.sampling.reference`), one full forward per step
+Modes (`d1.core.sampling`: `SamplerConfig(name=..., cache=..., threshold=...)`):
+  reference  LLaDA's sampler (`d1.core.sampling.reference`), one full forward per step
   prefix     block KV cache, prefix only (the block and the suffix are recomputed)
   dual       block KV cache, prefix and suffix (the block only is recomputed)
   threshold  confidence-threshold parallel decoding, no cache
@@ -42,7 +42,7 @@ and "same": the share of completions identical to the reference's.
 `--profile MODE` prints the top operators of one call of that mode (where the time goes).
 
 A model that writes long, checkable answers, trainable on this CPU in minutes: `--train DIR`
-runs masked SFT (`d1.sft.train_sft`, full fine-tuning) of a built-in tiny model
+runs masked SFT (`d1.recipes.sft.train_sft`, full fine-tuning) of a built-in tiny model
 (`--train-model`, default `tiny-xs-base`; `--train-lr`, default 1e-3) on `--train-task`:
 `addition` (default: 6-digit sums answered with a fixed-width column trace, 135 tokens;
 accuracy = the sum is right) or `repeat_word` (`RepeatWord` below: "Repeat: qwmfkzpa" -> the
@@ -74,9 +74,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from d1.models import load_model
-from d1.models.loading import resolve_dtype
-from d1.sampling import SamplerConfig, sample
+from d1.core.models import load_model
+from d1.core.models.loading import resolve_dtype
+from d1.core.sampling import SamplerConfig, sample
 from d1.tasks.base import Example, RewardFn, Score, Task
 
 MODES = ("reference", "prefix", "dual", "threshold", "both")
@@ -174,13 +174,13 @@ def train_long_answer_model(
 
     Rows are padded with EOS to `max_length` (the paper's SFT padding), so the model has been
     trained on every position a gen-256 sample fills. `semi_ar_fraction` of the rows are
-    masked block-wise (blocks of 32, `d1.masking.blockwise_forward_process`): with the uniform
+    masked block-wise (blocks of 32, `d1.core.masking.blockwise_forward_process`): with the uniform
     process alone the tiny models learn the task but fail under block sampling from the
     second block on (a clean prefix and a run of masks, a state uniform masking never shows).
     `model` may also be a checkpoint folder to continue from. Defaults that learn on one CPU thread:
     a "-base" model (no chat template around the prompt) and lr 1e-3; `tiny` with the chat
     template at 3e-3 stayed at a held-out CE of ~0.97 on repeat_word."""
-    from d1.sft.trainer import train_sft
+    from d1.recipes.sft.trainer import train_sft
 
     if task not in TRAIN_TASKS:
         raise ValueError(f"Unknown --train-task {task!r}; choose from {', '.join(TRAIN_TASKS)}.")
@@ -283,9 +283,9 @@ def random_llada(device: torch.device, dtype: torch.dtype, layers: int | None = 
     nothing."""
     from types import SimpleNamespace
 
-    from d1.models.configuration_llada import LLaDAConfig
-    from d1.models.modeling_llada import LLaDAModelLM
-    from d1.models.tiny import init_weights_
+    from d1.core.models.configuration_llada import LLaDAConfig
+    from d1.core.models.modeling_llada import LLaDAModelLM
+    from d1.core.models.tiny import init_weights_
 
     config = LLaDAConfig(**({"n_layers": layers} if layers else {}))
     with torch.device("meta"):
@@ -360,7 +360,7 @@ def graded_credit(score: Score) -> float:
 
 def accuracy_table(args: argparse.Namespace, loaded: Any, modes: list[str]) -> Table:
     """Accuracy, tokens/s and agreement with the reference on a task's examples."""
-    from d1.evaluation.runner import generate_completions
+    from d1.recipes.evaluation.runner import generate_completions
     from d1.tasks import get_task, render_prompt
 
     model, tokenizer, mask_id = loaded.model, loaded.tokenizer, loaded.spec.mask_token_id

@@ -1,7 +1,7 @@
 """Shared pytest fixtures and safe defaults for the whole suite.
 
 Fixtures (session-scoped, CPU, float32):
-- `tokenizer`: the built-in character-level tokenizer (`d1.models.build_tokenizer()`).
+- `tokenizer`: the built-in character-level tokenizer (`d1.core.models.build_tokenizer()`).
 - `tiny_model`: built-in "tiny-xs" LLaDA, seed 0, eval mode. Shared by all tests: do not modify
   it (no training, no LoRA); use `tiny_model_factory` for a private copy.
 - `tiny_model_factory(name="tiny-xs", seed=0)`: a fresh, private model (eval mode) per call.
@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tokenizer():
     """The built-in character-level tokenizer with LLaDA's special tokens."""
-    from d1.models import build_tokenizer
+    from d1.core.models import build_tokenizer
 
     return build_tokenizer()
 
@@ -43,7 +43,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_factory() -> Callable[..., torch.nn.Module]:
     """`factory(name="tiny-xs", seed=0)` -> a fresh built-in tiny LLaDA (float32, eval mode)."""
-    from d1.models import make_tiny_model
+    from d1.core.models import make_tiny_model
 
     def factory(name: str = "tiny-xs", seed: int = 0) -> torch.nn.Module:
         model, _ = make_tiny_model(name, seed=seed)

@@ -25,13 +25,13 @@ import sys
 import torch
 import torch.distributed as dist
 
-from d1.grpo.generation import generation_context, parallel_kind
-from d1.grpo.rollout import PromptItem, generate_rollouts
-from d1.grpo.update import Reference, UpdateSettings, prepare_policy_batch
-from d1.likelihood import estimate_logps
-from d1.models import LoraSettings, apply_lora, make_tiny_model
-from d1.models.modeling_llada import LLaDABlock
-from d1.sampling import SamplerConfig
+from d1.core.likelihood import estimate_logps
+from d1.core.models import LoraSettings, apply_lora, make_tiny_model
+from d1.core.models.modeling_llada import LLaDABlock
+from d1.core.sampling import SamplerConfig
+from d1.recipes.grpo.generation import generation_context, parallel_kind
+from d1.recipes.grpo.rollout import PromptItem, generate_rollouts
+from d1.recipes.grpo.update import Reference, UpdateSettings, prepare_policy_batch
 from d1.tasks.base import Example
 from toy_tasks import Echo
 

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from d1.puzzles.addition import (
+from d1.tasks import SYSTEM_PROMPT, get_task, render_prompt
+from d1.tasks.addition import AdditionTask, digit_credit, parse_addition_answer
+from d1.tasks.puzzles.addition import (
     AdditionProblem,
     addition_from_row,
     answer_width,
@@ -17,8 +19,6 @@ from d1.puzzles.addition import (
     generate_addition,
     parse_operands,
 )
-from d1.tasks import SYSTEM_PROMPT, get_task, render_prompt
-from d1.tasks.addition import AdditionTask, digit_credit, parse_addition_answer
 
 
 def _slow_carries(numbers: list[int]) -> int:
@@ -162,7 +162,7 @@ def test_task_prompts_load_and_files(tmp_path: Path, tokenizer) -> None:
     assert "".join(line[-1] for line in reversed(lines)) == tr.answer
     # With a chat template the prompt goes through it; a base tokenizer gets the bare text.
     assert render_prompt(tokenizer, compact, ex).endswith("<|end_header_id|>\n\n")
-    from d1.models.tiny import tiny_tokenizer
+    from d1.core.models.tiny import tiny_tokenizer
 
     assert render_prompt(tiny_tokenizer("tiny-xs-base"), compact, ex) == f"{ex.question}="
     path = tmp_path / "a.csv"

@@ -1,4 +1,4 @@
-"""Safe arithmetic (d1.arithmetic): the Countdown grammar is accepted, everything else refused."""
+"""Safe arithmetic (d1.tasks.arithmetic): the Countdown grammar is accepted, everything else refused."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from d1.arithmetic import MAX_LENGTH, numbers_used, safe_eval, safe_eval_exact
+from d1.tasks.arithmetic import MAX_LENGTH, numbers_used, safe_eval, safe_eval_exact
 
 
 @pytest.mark.parametrize(

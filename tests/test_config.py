@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 
 from d1.config import ConfigError, config_to_dict, load_config, parse_override, save_config
-from d1.sft import SFTConfig
+from d1.recipes.sft import SFTConfig
 from d1.training.config import LLADA_LORA_TARGETS
 
 
@@ -136,7 +136,7 @@ def test_partial_section_keeps_the_sections_own_defaults(tmp_path):
 
 def test_lora_is_switched_on_explicitly(tmp_path):
     from d1.config import config_to_dict, save_config
-    from d1.grpo.config import GRPOConfig
+    from d1.recipes.grpo.config import GRPOConfig
     from d1.training.config import LoraConfig
 
     full = write(tmp_path, "lora: null\n")

@@ -15,9 +15,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import d1.tasks.countdown as countdown_task
-from d1.arithmetic import numbers_used, safe_eval_exact
-from d1.puzzles.answers import d1_answer_block
-from d1.puzzles.countdown import (
+from d1.tasks import get_task
+from d1.tasks.arithmetic import numbers_used, safe_eval_exact
+from d1.tasks.base import Example
+from d1.tasks.countdown import CountdownTask, countdown_prompt, parse_countdown_expression
+from d1.tasks.puzzles.answers import d1_answer_block
+from d1.tasks.puzzles.countdown import (
     CountdownProblem,
     countdown_demonstration,
     countdown_from_row,
@@ -28,10 +31,7 @@ from d1.puzzles.countdown import (
     solve_countdown,
     write_countdown,
 )
-from d1.puzzles.splits import split_of
-from d1.tasks import get_task
-from d1.tasks.base import Example
-from d1.tasks.countdown import CountdownTask, countdown_prompt, parse_countdown_expression
+from d1.tasks.puzzles.splits import split_of
 
 REFERENCE = Path(__file__).resolve().parents[1] / "src" / "d1" / "data"
 D1_TEST = REFERENCE / "countdown_cd3_test.jsonl"
@@ -449,7 +449,7 @@ def test_cli_data_countdown(tmp_path: Path) -> None:
 
 def test_scoring_d1_generation_files(tmp_path: Path) -> None:
     """`d1 score` on d1's eval output: ground_truth = [numbers, target]."""
-    from d1.scoring import read_generations, score_records, summarize
+    from d1.recipes.evaluation.scoring import read_generations, score_records, summarize
 
     task = CountdownTask()
     question = "Numbers: [30, 100, 93]\nTarget: 23"

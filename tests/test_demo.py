@@ -1,4 +1,4 @@
-"""`d1 demo` (d1.demo): data design, summaries, and the quick run end to end."""
+"""`d1 demo` (d1.recipes.demo): data design, summaries, and the quick run end to end."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from d1.demo import DemoConfig, load_demo_config, make_data, summarize_demo
-from d1.puzzles.addition import count_carries
+from d1.recipes.demo import DemoConfig, load_demo_config, make_data, summarize_demo
+from d1.tasks.puzzles.addition import count_carries
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -156,7 +156,7 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
 def test_parallel_seed_workers_match_one_process(tmp_path: Path) -> None:
     """Seeds run in spawned worker processes give exactly the scores of running them one
     after the other in this process (each seed's randomness is its own)."""
-    from d1.demo import run_demo
+    from d1.recipes.demo import run_demo
 
     results = {
         workers: run_demo(
@@ -175,7 +175,7 @@ def test_parallel_seed_workers_match_one_process(tmp_path: Path) -> None:
 
     assert plain(results[1].scores) == plain(results[2].scores)
     assert set(results[2].scores) == {0, 1}
-    from d1.demo import _seed_progress
+    from d1.recipes.demo import _seed_progress
 
     # What the progress bars read: 3 SFT steps, 2 RL steps, 3 stages evaluated.
     assert _seed_progress(tmp_path / "w2" / "seed1") == (3, 2, 3)

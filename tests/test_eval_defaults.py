@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from d1.cli import app
-from d1.evaluation.defaults import machine_defaults, run_config_path, run_defaults
+from d1.recipes.evaluation.defaults import machine_defaults, run_config_path, run_defaults
 
 
 def _write(path: Path, data: dict) -> Path:
@@ -86,7 +86,7 @@ def test_eval_on_a_tiny_model_says_which_defaults_it_used(tmp_path: Path) -> Non
 def sft_run(tmp_path_factory) -> Path:
     """A 2-step masked-SFT run of tiny-xs-base on Sudoku with compact prompts (the run the
     issue describes: training on compact prompts, evaluation defaulting to long ones)."""
-    from d1.sft import train_sft
+    from d1.recipes.sft import train_sft
 
     out = tmp_path_factory.mktemp("sft")
     return train_sft(

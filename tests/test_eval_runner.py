@@ -1,4 +1,4 @@
-"""`d1 eval` runner (d1.evaluation.runner): batch-size invariance, seeds, outputs."""
+"""`d1 eval` runner (d1.recipes.evaluation.runner): batch-size invariance, seeds, outputs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from d1.config import ConfigError, load_config
-from d1.evaluation.runner import EvalConfig, effective_tokens, evaluate_model
-from d1.sampling import SamplerConfig
+from d1.core.sampling import SamplerConfig
+from d1.recipes.evaluation.runner import EvalConfig, effective_tokens, evaluate_model
 from d1.tasks import Example, Score, Task, register_task
 
 
@@ -43,7 +43,7 @@ register_task("toy", f"{__name__}:ToyTask")  # a known name, so EvalConfig valid
 @pytest.fixture(scope="module")
 def varied_model(tiny_model_factory):
     """A private tiny model with large random weights, so completions depend on the prompt."""
-    from d1.models.tiny import init_weights_
+    from d1.core.models.tiny import init_weights_
 
     model = tiny_model_factory("tiny-xs", seed=0)
     init_weights_(model, torch.Generator().manual_seed(1), std=0.5)

@@ -1,4 +1,4 @@
-"""`d1 select` (d1.evaluation.select): validation-only checkpoint choice, optimistic flag."""
+"""`d1 select` (d1.recipes.evaluation.select): validation-only checkpoint choice, optimistic flag."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from d1.evaluation.runner import EvalConfig
-from d1.evaluation.select import SelectConfig, find_checkpoints, select_checkpoint
-from d1.sampling import SamplerConfig
+from d1.core.sampling import SamplerConfig
+from d1.recipes.evaluation.runner import EvalConfig
+from d1.recipes.evaluation.select import SelectConfig, find_checkpoints, select_checkpoint
 from d1.tasks import Example, Score, Task, register_task
 
 
@@ -44,8 +44,8 @@ register_task("spy", f"{__name__}:SpyTask")  # a known name, so EvalConfig valid
 def run_dir(tmp_path_factory, tokenizer) -> Path:
     """A run folder laid out as the trainers write it (RUN/checkpoints/checkpoint-N) with three
     tiny checkpoints (different random weights), a stray folder and an unfinished one."""
-    from d1.models import make_tiny_model
-    from d1.models.tiny import init_weights_
+    from d1.core.models import make_tiny_model
+    from d1.core.models.tiny import init_weights_
 
     root = tmp_path_factory.mktemp("run")
     for step in (10, 20, 30):
@@ -61,7 +61,7 @@ def run_dir(tmp_path_factory, tokenizer) -> Path:
 def _loader(path, cfg):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    import d1.models  # noqa: F401  (registers LLaDA with the Auto classes)
+    import d1.core.models  # noqa: F401  (registers LLaDA with the Auto classes)
 
     tok = AutoTokenizer.from_pretrained(path)
     return AutoModelForMaskedLM.from_pretrained(path).eval(), tok, tok.mask_token_id, False

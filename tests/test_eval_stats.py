@@ -1,4 +1,4 @@
-"""Summary statistics (d1.evaluation.stats) against hand-computed / closed-form values."""
+"""Summary statistics (d1.recipes.evaluation.stats) against hand-computed / closed-form values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from d1.evaluation.stats import (
+from d1.recipes.evaluation.stats import (
     format_summary,
     mean,
     regularized_incomplete_beta,

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import d1.grpo.generation as generation
-from d1.grpo.generation import generation_context, parallel_kind, unwrap_parallel
-from d1.grpo.rollout import PromptItem, generate_rollouts
-from d1.grpo.update import Reference, UpdateSettings, policy_step, prepare_policy_batch
-from d1.models import LoraSettings, apply_lora
-from d1.sampling import SamplerConfig
+import d1.recipes.grpo.generation as generation
+from d1.core.models import LoraSettings, apply_lora
+from d1.core.sampling import SamplerConfig
+from d1.recipes.grpo.generation import generation_context, parallel_kind, unwrap_parallel
+from d1.recipes.grpo.rollout import PromptItem, generate_rollouts
+from d1.recipes.grpo.update import Reference, UpdateSettings, policy_step, prepare_policy_batch
 from d1.tasks.base import Example
 from distributed_helpers import free_port
 

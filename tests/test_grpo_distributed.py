@@ -39,7 +39,7 @@ def save_then_die(self, metric=None):
 
 run_module.TrainingRun.save = save_then_die
 register_toy_tasks()
-from d1.grpo.trainer import train_grpo
+from d1.recipes.grpo.trainer import train_grpo
 train_grpo(None, sys.argv[1:])
 """
 
@@ -140,7 +140,7 @@ def test_two_processes_match_one_and_resume_mid_generation_batch(tmp_path: Path)
     """mu = 2, beta > 0, full fine-tuning (frozen reference), a two-task mixture; token-mean
     loss and batch-std advantages (both need the whole batch's statistics). The two-process
     run is killed right after its step-3 checkpoint (inside generation batch 1) and resumed."""
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     extra = {"grpo.loss_aggregation": "token_mean", "grpo.scale_rewards": "batch"}
     killed = launch(
@@ -173,7 +173,7 @@ def test_two_processes_match_one_and_resume_mid_generation_batch(tmp_path: Path)
 def test_two_processes_match_one_with_lora_mu1(tmp_path: Path) -> None:
     """mu = 1 with beta > 0 and a LoRA reference (the adapter disabled), d1's group-token-mean
     loss. LoRA dropout is 0: it is the one draw from torch's global RNG, seeded per process."""
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     extra = {
         "lora": "{r: 4, alpha: 8, dropout: 0.0}",

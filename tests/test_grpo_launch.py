@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from d1.config import ConfigError, load_config
-from d1.grpo.config import GRPOConfig
-from d1.grpo.launch import LaunchPlan, check_launch
+from d1.recipes.grpo.config import GRPOConfig
+from d1.recipes.grpo.launch import LaunchPlan, check_launch
 
 ACCELERATE_ENV = (
     "WORLD_SIZE",
@@ -130,7 +130,7 @@ def test_zero3_reference_needs_a_lora_adapter_to_disable() -> None:
 
 def test_train_grpo_checks_the_launch_before_loading(tmp_path: Path, clean_env) -> None:
     """Through the trainer: the error comes before the run folder exists (nothing loaded)."""
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     out = tmp_path / "runs"
     base = [

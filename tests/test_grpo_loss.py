@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from d1.grpo.advantages import compute_advantages
-from d1.grpo.loss import LossStats, completion_mask, grpo_loss, k3_kl, token_weights
+from d1.recipes.grpo.advantages import compute_advantages
+from d1.recipes.grpo.loss import LossStats, completion_mask, grpo_loss, k3_kl, token_weights
 
 # ---------------------------------------------------------------- advantages
 

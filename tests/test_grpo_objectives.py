@@ -1,4 +1,4 @@
-"""Tests of the policy objectives (`d1.grpo.objectives`) against literal slow references.
+"""Tests of the policy objectives (`d1.recipes.grpo.objectives`) against literal slow references.
 
 Every slow reference below is written out with loops: it redraws the noise from the keyed
 generators itself, runs the model one sequence and one pass at a time, and evaluates the
@@ -15,17 +15,17 @@ import pytest
 import torch
 
 from d1.config import ConfigError, load_config
-from d1.grpo.config import GRPOConfig
-from d1.grpo.loss import completion_mask, grpo_loss
-from d1.grpo.objectives import OBJECTIVES, objective_problems
-from d1.grpo.update import (
+from d1.core.likelihood import estimate_logps
+from d1.recipes.grpo.config import GRPOConfig
+from d1.recipes.grpo.loss import completion_mask, grpo_loss
+from d1.recipes.grpo.objectives import OBJECTIVES, objective_problems
+from d1.recipes.grpo.update import (
     ComputeCounter,
     Reference,
     UpdateSettings,
     policy_step,
     prepare_policy_batch,
 )
-from d1.likelihood import estimate_logps
 from d1.training.data import derive_seed
 
 MASK = 7
@@ -431,7 +431,7 @@ def test_reference_precompute_runs_in_chunks() -> None:
 
 
 def test_batch_file_round_trip_keeps_noise_and_reference(tmp_path: Path) -> None:
-    from d1.grpo.update import PolicyBatch
+    from d1.recipes.grpo.update import PolicyBatch
 
     model, frozen = Recorder(), Recorder(seed=3)
     for objective, options in (("mc_elbo", {"n": 2}), ("coupled", {}), ("wd1", {})):
@@ -508,7 +508,7 @@ def test_objective_problems_and_settings_errors() -> None:
 
 def test_bad_option_fails_before_any_model_loads(tmp_path: Path) -> None:
     """Config validation runs first: a missing model would raise something else."""
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     path = tmp_path / "bad.yaml"
     path.write_text("grpo:\n  objective: mc_elbo\n  objective_options: {n: 0}\n")
@@ -571,7 +571,7 @@ def test_objective_trains_and_resumes_exactly(tmp_path: Path, echo_task, objecti
     resumed: identical final adapter; compute counts the objective's passes."""
     from safetensors.torch import load_file
 
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     first = train_grpo(None, _run_overrides(tmp_path, "a", objective, *extra))
     ckpts = first.run_dir / "checkpoints"

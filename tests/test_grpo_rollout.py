@@ -9,14 +9,14 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from d1.grpo.rollout import (
+from d1.core.sampling import SamplerConfig
+from d1.recipes.grpo.rollout import (
     PromptItem,
     PromptSampler,
     generate_rollouts,
     score_completions,
     score_correctness,
 )
-from d1.sampling import SamplerConfig
 from d1.tasks.base import Example, RewardFn, Score, Task
 
 
@@ -102,7 +102,7 @@ def test_a_hanging_reward_scores_zero_and_is_counted() -> None:
 
 def test_reward_timeout_config_is_validated() -> None:
     from d1.config import ConfigError
-    from d1.grpo.config import GRPOSection
+    from d1.recipes.grpo.config import GRPOSection
 
     assert GRPOSection().reward_timeout_s == 5.0
     GRPOSection(reward_timeout_s=None).validate()

@@ -45,8 +45,8 @@ def test_w1_preset_shape_and_reward() -> None:
 
 
 def test_faithful_estimator_and_loss_are_the_projects() -> None:
-    from d1.grpo.loss import grpo_loss
-    from d1.likelihood import estimate_logps
+    from d1.core.likelihood import estimate_logps
+    from d1.recipes.grpo.loss import grpo_loss
 
     bench = _bench()
     torch.set_num_threads(1)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from d1.config import ConfigError, load_config
-from d1.grpo.config import GRPOConfig
+from d1.recipes.grpo.config import GRPOConfig
 from toy_tasks import TOY_TASKS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "grpo"
@@ -122,9 +122,9 @@ def test_shipped_configs_load(path: Path) -> None:
 
 
 def test_lora_reference_is_the_base_model(tiny_model_factory) -> None:
-    from d1.grpo.update import Reference
-    from d1.likelihood import estimate_logps
-    from d1.models import LoraSettings, apply_lora
+    from d1.core.likelihood import estimate_logps
+    from d1.core.models import LoraSettings, apply_lora
+    from d1.recipes.grpo.update import Reference
 
     base = tiny_model_factory("tiny-xs", 1)
     original = copy.deepcopy(base)
@@ -162,7 +162,7 @@ def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
     """Save inside a generation batch (mu = 2, step 3), resume: identical weights and metrics."""
     from safetensors.torch import load_file
 
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     lora = [
         "lora={r: 4, alpha: 8, dropout: 0.1}",
@@ -232,7 +232,7 @@ def test_lora_run_logs_and_resumes_exactly(tmp_path: Path, echo_task) -> None:
 def test_full_finetune_mu1_with_kl_and_a_task_mixture(tmp_path: Path, echo_task, monkeypatch):
     """mu = 1 with beta > 0 (the reference crashed there), frozen-copy reference, two tasks."""
     import d1.tasks
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     monkeypatch.setitem(d1.tasks._REGISTRY, "letter", TOY_TASKS["letter"])
     result = train_grpo(
@@ -270,8 +270,8 @@ def test_sft_then_grpo_raises_reward(tmp_path: Path, echo_task) -> None:
 
     The long version lives in benchmarks/grpo_step.py (--demo).
     """
-    from d1.grpo.trainer import train_grpo
-    from d1.sft.trainer import train_sft
+    from d1.recipes.grpo.trainer import train_grpo
+    from d1.recipes.sft.trainer import train_sft
 
     sft_dir = train_sft(
         None,
@@ -344,7 +344,7 @@ def log_then_hang(self, metrics, step):
         time.sleep(600)
 
 tracking.Tracker.log = log_then_hang
-from d1.grpo.trainer import train_grpo
+from d1.recipes.grpo.trainer import train_grpo
 train_grpo(None, sys.argv[3:])
 """
 
@@ -380,7 +380,7 @@ def _steady(rows: list[dict]) -> list[dict]:
 
 
 def test_grpo_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, interrupt_child, caplog):
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     marker = tmp_path / "logged"
     args = [str(marker), "5", *_addition_overrides(tmp_path, "b")]
@@ -446,7 +446,7 @@ def test_progress_moves_every_step_names_rollouts_and_shows_reward(
     """The bar moves on every optimizer step (not only when logging), says which sampler call
     and block a rollout is at, and shows the reward and accuracy of the latest rollouts."""
     import d1.training.run as run_module
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     RecordingBar.made.clear()
     monkeypatch.setattr(run_module, "ProgressBar", RecordingBar)

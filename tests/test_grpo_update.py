@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from d1.grpo.loss import completion_mask
-from d1.grpo.schedule import iteration_prompt_mask, mask_seed
-from d1.grpo.update import (
+from d1.recipes.grpo.loss import completion_mask
+from d1.recipes.grpo.schedule import iteration_prompt_mask, mask_seed
+from d1.recipes.grpo.update import (
     ComputeCounter,
     Reference,
     UpdateSettings,
@@ -237,7 +237,7 @@ def test_old_logps_are_pre_update_policy() -> None:
     policy_step(model, batch, 0, settings=settings, backward=_bw)
     opt.step()
     # Old log-probs of k = 1 equal the pre-update model on mask 1.
-    from d1.likelihood import estimate_logps
+    from d1.core.likelihood import estimate_logps
 
     with torch.no_grad():
         ref_old = estimate_logps(

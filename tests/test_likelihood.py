@@ -1,4 +1,4 @@
-"""Tests for the one-step per-token log-prob estimator (docs/method.md §4), `d1.likelihood`."""
+"""Tests for the one-step per-token log-prob estimator (docs/method.md §4), `d1.core.likelihood`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from d1.likelihood import (
+from d1.core.likelihood import (
     draw_prompt_mask,
     estimate_logps,
     list_estimators,

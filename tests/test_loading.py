@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-import d1.models.loading as loading
-from d1.models import (
+import d1.core.models.loading as loading
+from d1.core.models import (
     LLADA_LORA_TARGETS,
     DiffusionSpec,
     LLaDAModelLM,
@@ -22,7 +22,7 @@ from d1.models import (
     make_tiny_model,
     model_logits,
 )
-from d1.models.forward import dream_mask_inputs
+from d1.core.models.forward import dream_mask_inputs
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +195,7 @@ def test_lora_with_gradient_checkpointing(tiny_model_factory) -> None:
 
 
 def test_load_tokenizer(saved_tiny: Path, tokenizer) -> None:
-    from d1.models import load_tokenizer
+    from d1.core.models import load_tokenizer
 
     for tok in (load_tokenizer("tiny"), load_tokenizer(str(saved_tiny))):
         assert tok.mask_token_id == tokenizer.mask_token_id
@@ -432,8 +432,8 @@ def test_dream_default_lora_targets_use_dream_names(fake_dream: Path) -> None:
 def test_tiny_base_variant_has_no_chat_template_and_round_trips(tmp_path) -> None:
     """ "-base" tiny models: same architecture, a tokenizer without chat template (a base
     model); prompts are the bare text everywhere, also after save / load."""
-    from d1.models import load_model
-    from d1.sft.data import render_chat_prompt
+    from d1.core.models import load_model
+    from d1.recipes.sft.data import render_chat_prompt
 
     base = load_model("tiny-xs-base", seed=0)
     chat = load_model("tiny-xs", seed=0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from d1.masking import blockwise_forward_process, forward_process, mask_tokens
+from d1.core.masking import blockwise_forward_process, forward_process, mask_tokens
 
 MASK = 99
 

@@ -1,5 +1,5 @@
 """LoRA merge: the merged full model computes what base + adapter computes, and loads with
-plain `from_pretrained` and `d1.models.load_model`; `d1 merge` on an SFT checkpoint."""
+plain `from_pretrained` and `d1.core.models.load_model`; `d1 merge` on an SFT checkpoint."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from transformers import AutoModel, AutoTokenizer
 from typer.testing import CliRunner
 
 from d1.cli import app
-from d1.merge import merge_adapter
-from d1.models import LoraSettings, load_model, make_tiny_model
+from d1.core.models import LoraSettings, load_model, make_tiny_model
+from d1.recipes.merge import merge_adapter
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def test_merged_logits_equal_base_plus_adapter(base_dir, tmp_path):
 
 
 def test_merge_cli_on_sft_checkpoint_and_errors(tmp_path):
-    from d1.sft import train_sft
+    from d1.recipes.sft import train_sft
 
     data = tmp_path / "pr.jsonl"
     data.write_text(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from d1.models import TINY_CONFIGS, LLaDAConfig, LLaDAModelLM, build_tokenizer, make_tiny_model
-from d1.models.tiny import init_weights_
+from d1.core.models import TINY_CONFIGS, LLaDAConfig, LLaDAModelLM, build_tokenizer, make_tiny_model
+from d1.core.models.tiny import init_weights_
 
 REFERENCE_CONFIG = Path(__file__).parent / "fixtures" / "llada_8b_instruct" / "config.json"
 # Public copy of LLaDA-8B-Instruct's config.json (with a third party's flash_attention keys).

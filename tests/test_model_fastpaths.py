@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from d1.models.modeling_llada import (
+from d1.core.models.modeling_llada import (
     RopeTable,
     apply_rope,
     apply_rope_signed,
     rope_cos_sin,
     signed_sin,
 )
-from d1.sampling import SamplerConfig, generate, sample
-from d1.sampling.steps import block_logits, native_llada, propose
+from d1.core.sampling import SamplerConfig, generate, sample
+from d1.core.sampling.steps import block_logits, native_llada, propose
 
 
 @pytest.fixture(autouse=True, scope="module")

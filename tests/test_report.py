@@ -1,4 +1,4 @@
-"""Training reports (d1.report): PNG curves + markdown from a synthetic metrics JSONL."""
+"""Training reports (d1.recipes.report): PNG curves + markdown from a synthetic metrics JSONL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from d1.report import (
+from d1.recipes.report import (
     GROUPS,
     group_keys,
     load_metrics,

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from d1.sampling import (
+from d1.core.sampling import (
     SamplerConfig,
     check_schedule,
     completion_stop_ids,
@@ -25,7 +25,7 @@ from d1.sampling import (
     sample,
     sampler_names,
 )
-from d1.sft.data import render_chat_prompt
+from d1.recipes.sft.data import render_chat_prompt
 
 VOCAB = 24
 MASK = 23
@@ -451,7 +451,7 @@ def test_sampled_distribution_follows_softmax(temperature, offset) -> None:
 
 
 def test_sampler_config_presets_and_dispatch(monkeypatch) -> None:
-    from d1.sampling import registry
+    from d1.core.sampling import registry
 
     monkeypatch.setattr(registry, "_SAMPLERS", dict(registry._SAMPLERS))  # the fake is temporary
     cfg = SamplerConfig()

@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 
 from d1.cli import SAMPLER_CHOICES, _show_tokens, app
 from d1.config import ConfigError, load_config
-from d1.grpo.config import GRPOConfig
-from d1.models import LLaDAConfig, LLaDAModelLM
-from d1.models.tiny import init_weights_
-from d1.sampling import (
+from d1.core.models import LLaDAConfig, LLaDAModelLM
+from d1.core.models.tiny import init_weights_
+from d1.core.sampling import (
     SamplerConfig,
     SamplingStats,
     generate,
@@ -27,6 +26,7 @@ from d1.sampling import (
     sample,
     sampler_names,
 )
+from d1.recipes.grpo.config import GRPOConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "d1"
 MASK, PAD, EOS, VOCAB = 39, 1, 2, 40
@@ -58,15 +58,15 @@ def test_no_module_imports_a_private_name_of_another() -> None:
 
 
 def test_sampling_package_has_no_import_circle() -> None:
-    pkg = SRC / "sampling"
+    pkg = SRC / "core" / "sampling"
     graph: dict[str, set[str]] = {}
     for path in pkg.glob("*.py"):
         if path.name == "__init__.py":
             continue
         deps = set()
         for module, _ in _module_imports(path):
-            assert module != "d1.sampling", f"{path.name} imports the package it belongs to"
-            if module.startswith("d1.sampling."):
+            assert module != "d1.core.sampling", f"{path.name} imports the package it belongs to"
+            if module.startswith("d1.core.sampling."):
                 deps.add(module.rsplit(".", 1)[1])
         graph[path.stem] = deps
 
@@ -370,7 +370,7 @@ def confident_model(tmp_path_factory) -> Path:
     """A saved tiny-xs LLaDA with a sharpened head: confident predictions, so threshold 0.95
     commits several tokens per step (an untrained model never would), but not whole blocks at
     once (x44, measured: 11 calls for 4 blocks of 8 on these prompts, 7 of them cached)."""
-    from d1.models import make_tiny_model
+    from d1.core.models import make_tiny_model
 
     model, tok = make_tiny_model("tiny-xs", seed=0)
     with torch.no_grad():
@@ -427,7 +427,7 @@ def test_eval_yaml_and_flags_reach_the_sampler(confident_model: Path, tmp_path: 
 
 
 def test_grpo_yaml_sampler_reaches_the_rollouts(confident_model: Path, tmp_path: Path) -> None:
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.trainer import train_grpo
 
     def run(name: str, sampler: str) -> dict:
         path = tmp_path / f"{name}.yaml"

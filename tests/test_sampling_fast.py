@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from d1.models import LLaDAConfig, LLaDAModelLM
-from d1.models.modeling_llada import LLaDAKVCache
-from d1.models.tiny import init_weights_
-from d1.sampling import (
+from d1.core.models import LLaDAConfig, LLaDAModelLM
+from d1.core.models.modeling_llada import LLaDAKVCache
+from d1.core.models.tiny import init_weights_
+from d1.core.sampling import (
     SamplerConfig,
     SamplingStats,
     cache_model,
@@ -434,7 +434,7 @@ def test_deterministic_per_seed(cache) -> None:
 
 
 def test_lora_wrapped_model_uses_adapters() -> None:
-    from d1.models import LoraSettings, apply_lora
+    from d1.core.models import LoraSettings, apply_lora
 
     model = _llada(13, n_layers=1)
     peft_model = apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))

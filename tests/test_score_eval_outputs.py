@@ -1,5 +1,5 @@
 """`d1 score` rescores `d1 eval`'s own generation files, for every task and prompt style, to the
-correctness the evaluation recorded (d1.scoring reading d1.evaluation.runner's output)."""
+correctness the evaluation recorded (d1.recipes.evaluation.scoring reading d1.recipes.evaluation.runner's output)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import d1.evaluation.runner as runner
+import d1.recipes.evaluation.runner as runner
 from d1.cli import app
-from d1.evaluation.runner import EvalConfig, evaluate_model
-from d1.puzzles.countdown import solve_countdown
-from d1.scoring import read_generations, score_files
+from d1.recipes.evaluation.runner import EvalConfig, evaluate_model
+from d1.recipes.evaluation.scoring import read_generations, score_files
 from d1.tasks import Example, get_task
+from d1.tasks.puzzles.countdown import solve_countdown
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

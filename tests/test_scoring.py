@@ -1,4 +1,4 @@
-"""Scoring saved generations (d1.scoring, `d1 score`), incl. reproducing d1's published numbers
+"""Scoring saved generations (d1.recipes.evaluation.scoring, `d1 score`), incl. reproducing d1's published numbers
 on LLaDA-8B-Instruct's real GSM8K / MATH500 generations (docs/method.md §6)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from d1.cli import app
-from d1.scoring import (
+from d1.recipes.evaluation.scoring import (
     expand_paths,
     infer_task_name,
     read_generations,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from d1.cli import app
 from d1.config import load_config
-from d1.sft import SFTConfig
+from d1.recipes.sft import SFTConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "sft").glob("*.yaml"))
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from d1.config import load_config
-from d1.sft import SFTConfig
-from d1.sft.data import (
+from d1.recipes.sft import SFTConfig
+from d1.recipes.sft.data import (
     SFTCollator,
     build_sft_data,
     end_token_ids,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from d1.masking import forward_process
-from d1.sft.loss import masked_sft_loss
+from d1.core.masking import forward_process
+from d1.recipes.sft.loss import masked_sft_loss
 
 
 def slow_reference(logits, targets, is_masked, p_mask, response_mask):
@@ -129,8 +129,8 @@ class _Recorder(torch.nn.Module):
 def test_sft_batch_loss_semi_ar_mixture_matches_a_manual_draw(fraction):
     """Each row draws its process from its own keyed generator (a U[0,1) draw < fraction picks
     the block-wise one), then the masks; fraction 0 draws exactly as LLaDA's uniform process."""
-    from d1.masking import blockwise_forward_process
-    from d1.sft.trainer import sft_batch_loss
+    from d1.core.masking import blockwise_forward_process
+    from d1.recipes.sft.trainer import sft_batch_loss
     from d1.training.data import keyed_generator
 
     logits, targets, _, resp = make_batch(5, batch=6, length=40)
@@ -163,7 +163,7 @@ def test_sft_batch_loss_semi_ar_mixture_matches_a_manual_draw(fraction):
 
 def test_semi_ar_config_is_validated():
     from d1.config import ConfigError
-    from d1.sft.config import SFTConfig
+    from d1.recipes.sft.config import SFTConfig
 
     with pytest.raises(ConfigError, match="semi_ar_fraction"):
         SFTConfig(semi_ar_fraction=1.5).validate()

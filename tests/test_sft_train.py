@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from d1.sft import train_sft
+from d1.recipes.sft import train_sft
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from d1.puzzles.splits import split_of
-from d1.puzzles.sudoku import (
+from d1.tasks import get_task
+from d1.tasks.base import Score
+from d1.tasks.puzzles.splits import split_of
+from d1.tasks.puzzles.sudoku import (
     SudokuPuzzle,
     all_grids,
     count_solutions,
@@ -29,8 +31,6 @@ from d1.puzzles.sudoku import (
     sudoku_steps,
     write_sudoku,
 )
-from d1.tasks import get_task
-from d1.tasks.base import Score
 from d1.tasks.sudoku import SudokuTask, d1_test_subset, parse_sudoku_answer, sudoku_prompt
 
 D1_TEST = Path(__file__).resolve().parents[1] / "src" / "d1" / "data" / "sudoku_4x4_test.csv"
@@ -416,7 +416,7 @@ def test_cli_data_sudoku(tmp_path: Path) -> None:
 
 def test_scoring_d1_generation_files(tmp_path: Path) -> None:
     """`d1 score` on d1's eval output: question "Solve the following Sudoku puzzle: ..."."""
-    from d1.scoring import read_generations, score_records, summarize
+    from d1.recipes.evaluation.scoring import read_generations, score_records, summarize
 
     task = SudokuTask()
     question = f"Solve the following Sudoku puzzle: {PUZZLE}\n"

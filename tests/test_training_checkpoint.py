@@ -22,8 +22,8 @@ import torch
 from accelerate import PartialState
 from safetensors.torch import load_file
 
-import d1.sft.trainer as sft_trainer
-from d1.sft import train_sft
+import d1.recipes.sft.trainer as sft_trainer
+from d1.recipes.sft import train_sft
 from d1.training.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -49,7 +49,7 @@ def save_and_hang(obj, path):
         time.sleep(600)
 
 ck._save_torch = save_and_hang
-from d1.sft import train_sft
+from d1.recipes.sft import train_sft
 train_sft(None, sys.argv[2:])
 """
 
@@ -203,7 +203,7 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path, interrupt_child)
 def test_interrupt_message_before_any_checkpoint(tmp_path):
     from d1.cli import _interrupted_message
     from d1.config import load_config
-    from d1.sft import SFTConfig
+    from d1.recipes.sft import SFTConfig
 
     cfg = load_config(SFTConfig, None, [f"train.output_dir={tmp_path}", "train.run_name=r"])
     argv = ["sft", "train.resume_from=/old/checkpoint-3", "train.max_steps=9"]
@@ -322,7 +322,7 @@ def test_nonfinite_skip_stops_after_max_consecutive_skips(tmp_path, nan_at_step)
 
 def test_nonfinite_config_is_validated():
     from d1.config import ConfigError, load_config
-    from d1.sft import SFTConfig
+    from d1.recipes.sft import SFTConfig
 
     with pytest.raises(ConfigError, match="on_nonfinite"):
         load_config(SFTConfig, None, ["train.on_nonfinite=ignore"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from d1.sft import train_sft
+from d1.recipes.sft import train_sft
 from distributed_helpers import launch_two
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_two_processes_match_one(tmp_path):
 # gradients stay finite (a NaN constant added), so only the loss check can see it, on one rank.
 NAN_ON_RANK_1 = r"""
 import sys
-import d1.sft.trainer as trainer
+import d1.recipes.sft.trainer as trainer
 
 if sys.argv[1] == "inject":
     from accelerate import PartialState

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from d1.sft import train_sft
+from d1.recipes.sft import train_sft
 from d1.training.run import TrainingRun
 
 

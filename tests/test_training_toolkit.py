@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from d1.config import load_config
-from d1.sft import SFTConfig
+from d1.recipes.sft import SFTConfig
 from d1.training.config import LoraConfig, ModelConfig, OptimConfig
 from d1.training.data import (
     EpochSampler,
@@ -163,7 +163,7 @@ def test_rewind_keeps_each_step_once(tmp_path):
 
 
 def test_lora_rank_not_below_the_width_is_flagged(tiny_model_factory):
-    from d1.models import LoraSettings, apply_lora
+    from d1.core.models import LoraSettings, apply_lora
     from d1.training.runtime import warn_if_not_low_rank
 
     width = tiny_model_factory("tiny-xs").config.d_model  # every projection is >= this wide

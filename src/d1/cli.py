@@ -105,8 +105,8 @@ _PRINT_CONFIG_HELP = "Validate, print the resolved config and exit."
 
 # ----------------------------------------------------------------------------- sampler flags
 # The same sampler flags on `eval`, `select` and `generate`; each one sets a key of the
-# `sampler` section (`d1.sampling.SamplerConfig`), validated with the rest of the config.
-SAMPLER_CHOICES = "reference | fast"  # tests check this against d1.sampling.sampler_names()
+# `sampler` section (`d1.core.sampling.SamplerConfig`), validated with the rest of the config.
+SAMPLER_CHOICES = "reference | fast"  # tests check this against d1.core.sampling.sampler_names()
 _SAMPLER_OPT = typer.Option(
     None,
     "--sampler",
@@ -266,18 +266,18 @@ def _load_eval_config(
     fallback: dict[str, Any] | None = None,
 ) -> Any:
     """The `EvalConfig` of `d1 eval` / `d1 select`: d1's protocol, then the settings the model
-    was trained with (`d1.evaluation.defaults`), the machine's lengths, the config file, the
+    was trained with (`d1.recipes.evaluation.defaults`), the machine's lengths, the config file, the
     flags and KEY=VALUE overrides, later ones winning. Says which defaults it applied."""
     import dataclasses
     import time
     from pathlib import Path
 
     from d1.config import load_config
-    from d1.evaluation.defaults import machine_defaults, run_defaults
-    from d1.evaluation.runner import EvalConfig
+    from d1.recipes.evaluation.defaults import machine_defaults, run_defaults
+    from d1.recipes.evaluation.runner import EvalConfig
 
     given = load_config(EvalConfig, config, overrides, values=values)
-    from d1.evaluation.defaults import Defaults
+    from d1.recipes.evaluation.defaults import Defaults
 
     layers = [
         run_defaults(defaults_from or given.model),
@@ -376,8 +376,8 @@ def eval_command(
     options, completion length and sampler block) unless a config, flag or KEY=VALUE says
     otherwise; a tiny model or a CPU gets one short length instead of 128 / 256 / 512."""
     from d1.config import ConfigError, dump_config
-    from d1.evaluation.progress import progress_bar
-    from d1.evaluation.runner import evaluate, summary_markdown
+    from d1.recipes.evaluation.progress import progress_bar
+    from d1.recipes.evaluation.runner import evaluate, summary_markdown
 
     values = _eval_values(
         model=model,
@@ -427,7 +427,7 @@ def report_command(
     out: str | None = typer.Option(None, help="Output folder (default: RUN_DIR/report)."),
 ) -> None:
     """PNG curves (reward per component, accuracy, KL, length, clip, loss, lr) + markdown."""
-    from d1.report import write_report
+    from d1.recipes.report import write_report
 
     res = write_report(run_dir, out)
     typer.echo(f"Wrote {res.markdown} and {len(res.figures)} figures from {res.n_rows} rows.")
@@ -451,7 +451,7 @@ def data_command(
     ),
 ) -> None:
     """Generate Countdown or Sudoku problems offline, with unique solutions / reachable targets."""
-    from d1.puzzles.export import generate_file
+    from d1.tasks.export import generate_file
 
     try:
         count = generate_file(
@@ -487,7 +487,7 @@ def score_command(
     ),
 ) -> None:
     """Score saved generations: accuracy per task and generation length."""
-    from d1.scoring import run_score_command
+    from d1.recipes.evaluation.scoring import run_score_command
 
     try:
         run_score_command(files, task=task, out=out, d1_compat=d1_compat)
@@ -540,8 +540,8 @@ def select_command(
     Takes the same evaluation options as `d1 eval` (config file, flags, KEY=VALUE), and like it
     defaults to the settings the run was trained with."""
     from d1.config import ConfigError
-    from d1.evaluation.progress import progress_bar
-    from d1.evaluation.select import SelectConfig, select_checkpoint, selection_markdown
+    from d1.recipes.evaluation.progress import progress_bar
+    from d1.recipes.evaluation.select import SelectConfig, select_checkpoint, selection_markdown
 
     values = _eval_values(
         model=run_dir,  # replaced by each checkpoint
@@ -619,9 +619,9 @@ def _generate_one(
     """
     import torch
 
-    from d1.models import load_model
-    from d1.sampling import decode_completions, encode_prompts, model_device, sample
-    from d1.sft.data import render_chat_prompt
+    from d1.core.models import load_model
+    from d1.core.sampling import decode_completions, encode_prompts, model_device, sample
+    from d1.recipes.sft.data import render_chat_prompt
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -691,9 +691,9 @@ def generate_command(
     from rich.markup import escape
 
     from d1.config import ConfigError, config_from_dict, set_key
-    from d1.evaluation.defaults import run_defaults
-    from d1.evaluation.runner import set_threads
-    from d1.sampling import SamplerConfig
+    from d1.core.sampling import SamplerConfig
+    from d1.recipes.evaluation.defaults import run_defaults
+    from d1.recipes.evaluation.runner import set_threads
 
     values = _sampler_values(
         "",
@@ -819,7 +819,7 @@ def sft_command(
 ) -> None:
     """Masked SFT (docs/method.md §3). Multi-GPU: accelerate launch [--config_file
     configs/accelerate/NAME.yaml] -m d1.cli sft --config ..."""
-    from d1.sft import SFTConfig, train_sft
+    from d1.recipes.sft import SFTConfig, train_sft
 
     run_dir = _run_training_command(SFTConfig, train_sft, config, overrides, print_config, "sft")
     if run_dir is not None:
@@ -835,7 +835,7 @@ def merge_command(
     overwrite: bool = typer.Option(False, help="Replace an existing OUT_DIR."),
 ) -> None:
     """Merge a LoRA adapter into its base: a full model loadable with from_pretrained."""
-    from d1.merge import merge_adapter
+    from d1.recipes.merge import merge_adapter
 
     try:
         out = merge_adapter(adapter_dir, out_dir, base=base, dtype=dtype, overwrite=overwrite)
@@ -854,8 +854,8 @@ def grpo_command(
 ) -> None:
     """diffu-GRPO (docs/method.md §4). Multi-GPU: accelerate launch [--config_file
     configs/accelerate/NAME.yaml] -m d1.cli grpo --config ..."""
-    from d1.grpo.config import GRPOConfig
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.grpo.config import GRPOConfig
+    from d1.recipes.grpo.trainer import train_grpo
 
     result = _run_training_command(GRPOConfig, train_grpo, config, overrides, print_config, "grpo")
     if result is not None:
@@ -875,7 +875,7 @@ def demo_command(
 ) -> None:
     """The whole recipe on a laptop CPU: tiny LLaDA, masked SFT, diffu-GRPO, honest evaluation."""
     from d1.config import ConfigError
-    from d1.demo import load_demo_config, run_demo
+    from d1.recipes.demo import load_demo_config, run_demo
 
     try:
         cfg = load_demo_config(

@@ -2,7 +2,7 @@
 
 Not one of the paper's tasks: it is the task `d1 demo` trains a tiny model on, from random
 weights, on a laptop CPU (issue #6), because 4x4 Sudoku could not be learned from scratch in
-that budget (see README). Problems come from the offline generator `d1.puzzles.addition`;
+that budget (see README). Problems come from the offline generator `d1.tasks.puzzles.addition`;
 difficulty is the operand length and the number of carries, so a run can do SFT on easy
 problems (few carries) and RL on hard ones (many carries). Splits never share a problem.
 
@@ -25,16 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from d1.puzzles.addition import (
+from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
+from d1.tasks.data import limit_examples, load_rows, row_id
+from d1.tasks.formatting import extract_answer_tag, last_number, strip_special_tokens, tail
+from d1.tasks.puzzles.addition import (
     AdditionProblem,
     addition_from_row,
     answer_width,
     generate_addition,
 )
-from d1.puzzles.splits import check_split
-from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
-from d1.tasks.data import limit_examples, load_rows, row_id
-from d1.tasks.formatting import extract_answer_tag, last_number, strip_special_tokens, tail
+from d1.tasks.puzzles.splits import check_split
 
 __all__ = ["AdditionTask", "addition_prompt", "parse_addition_answer"]
 

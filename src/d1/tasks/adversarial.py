@@ -148,10 +148,10 @@ def task_cases(*, code: bool = True) -> dict[str, tuple[Any, Any]]:
     """One offline (task, example) pair per built-in task and scoring mode, named like
     "gsm8k" or "math500/d1_compat" (no hub access). `code=False` leaves out the code task
     (its sandbox needs Linux)."""
-    from d1.puzzles.countdown import CountdownProblem
     from d1.tasks import get_task
     from d1.tasks.base import Example
     from d1.tasks.code import CodeTask, HumanEvalTask, humaneval_tests
+    from d1.tasks.puzzles.countdown import CountdownProblem
 
     gsm8k = Example(id="gsm8k/0", question="Janet's ducks ...", answer="18")
     math = Example(id="math/0", question="Simplify 2/4.", answer="\\frac{1}{2}")

@@ -6,7 +6,7 @@ validation split is held out deterministically (`d1.tasks.data.split_train_valid
 grouping problems that differ only in the order of their numbers), and problems of the test
 set are removed from both (d1 trains on all rows). "test" is d1's `countdown_cd3_test.jsonl`
 (256 problems, shipped in `d1/data/`; d1 evaluates all of them). `source="generated"` uses the
-offline generator (`d1.puzzles.countdown`) for all splits instead; its splits never share a
+offline generator (`d1.tasks.puzzles.countdown`) for all splits instead; its splits never share a
 problem. A local file (`path=`) in either format replaces a split.
 
 Prompt: d1 trains with `SYSTEM_PROMPT + "\\n" + instruction(numbers, target)`
@@ -16,7 +16,7 @@ assistant turn pre-filled with "<reasoning>". `prompt_style="train"` (default) u
 training prompt everywhere; `"d1_eval"` reproduces d1's evaluation prompt (to compare with
 docs/method.md §6); `"compact"` is a one-line prompt ("30 100 93 -> 23") for tiny character-level models.
 
-Reward (RL, d1's only Countdown reward, `d1.puzzles.countdown.countdown_reward`): 1.0 when the
+Reward (RL, d1's only Countdown reward, `d1.tasks.puzzles.countdown.countdown_reward`): 1.0 when the
 last closed `<answer>` block holds an expression using exactly the given numbers and within
 1e-5 of the target, 0.1 for any other answer, 0 without one; arithmetic is evaluated safely.
 
@@ -35,7 +35,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from d1.puzzles.countdown import (
+from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
+from d1.tasks.data import limit_examples, load_rows, row_id, split_train_validation
+from d1.tasks.formatting import extract_answer_tag, last_boxed, strip_special_tokens, tail
+from d1.tasks.puzzles.countdown import (
     CountdownProblem,
     check_countdown_answer,
     countdown_demonstration,
@@ -44,10 +47,7 @@ from d1.puzzles.countdown import (
     countdown_reward,
     generate_countdown,
 )
-from d1.puzzles.splits import check_split
-from d1.tasks.base import SYSTEM_PROMPT, Example, RewardFn, Score, Task
-from d1.tasks.data import limit_examples, load_rows, row_id, split_train_validation
-from d1.tasks.formatting import extract_answer_tag, last_boxed, strip_special_tokens, tail
+from d1.tasks.puzzles.splits import check_split
 
 __all__ = [
     "D1_EVAL_PROMPT",

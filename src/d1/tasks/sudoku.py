@@ -6,7 +6,7 @@ d1 evaluates 256 of them, drawn by `np.random.choice(500, 256, replace=False)` r
 RNG before the dataset is built); `test_subset="d1"` (default) gives exactly those rows, in
 d1's order, from a private `RandomState(42)`; `test_subset="all"` gives all 500. d1 trains on
 its own `4x4_sudoku_unique_puzzles.csv`, which is not on the hub: pass it as `path=`, or let the
-offline generator (`d1.puzzles.sudoku`, unique-solution puzzles with `blanks` empty cells, never
+offline generator (`d1.tasks.puzzles.sudoku`, unique-solution puzzles with `blanks` empty cells, never
 one of the test puzzles) provide "train" and "validation"; `source="generated"` generates
 "test" too. Splits of generated data never share a puzzle. A local CSV in d1's format
 (`Puzzle,Solution`, optional `response`) replaces a split.
@@ -17,7 +17,7 @@ the evaluation also pre-fills the assistant turn with "<reasoning>" (`prompt_sty
 `"compact"` is the bare 16-character puzzle, for tiny character-level models.
 
 Reward (RL, d1's only Sudoku reward): the fraction of the puzzle's empty cells that the digits
-of the last closed `<answer>` block fill correctly (`d1.puzzles.sudoku.sudoku_reward`), in
+of the last closed `<answer>` block fill correctly (`d1.tasks.puzzles.sudoku.sudoku_reward`), in
 [0, 1].
 
 Scoring (evaluation, generous): the digits of the last `<answer>` tag (closed or not; spaces,
@@ -35,8 +35,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from d1.puzzles.splits import check_split
-from d1.puzzles.sudoku import (
+from d1.tasks.base import Example, RewardFn, Score, Task
+from d1.tasks.data import limit_examples, load_rows, row_id
+from d1.tasks.formatting import extract_answer_tag, strip_special_tokens, tail
+from d1.tasks.puzzles.splits import check_split
+from d1.tasks.puzzles.sudoku import (
     CELLS,
     SudokuPuzzle,
     generate_sudoku,
@@ -47,9 +50,6 @@ from d1.puzzles.sudoku import (
     sudoku_from_row,
     sudoku_reward,
 )
-from d1.tasks.base import Example, RewardFn, Score, Task
-from d1.tasks.data import limit_examples, load_rows, row_id
-from d1.tasks.formatting import extract_answer_tag, strip_special_tokens, tail
 
 __all__ = [
     "D1_TEST_FILE",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from d1.config import ConfigError
-from d1.models.loading import LLADA_LORA_TARGETS
+from d1.core.models.loading import LLADA_LORA_TARGETS
 
 __all__ = [
     "LLADA_LORA_TARGETS",
@@ -75,8 +75,8 @@ class LoraConfig:
     adapt_lm_head: bool = False
 
     def settings(self):
-        """The equivalent `d1.models.LoraSettings`."""
-        from d1.models.loading import LoraSettings
+        """The equivalent `d1.core.models.LoraSettings`."""
+        from d1.core.models.loading import LoraSettings
 
         return LoraSettings(
             r=self.r,

@@ -93,7 +93,7 @@ class TrainingRun:
         command: the default run-folder name ("sft", "grpo").
 
     Attributes:
-        accelerator, run_dir, state (`TrainState`), loaded (`d1.models.LoadedModel`), model
+        accelerator, run_dir, state (`TrainState`), loaded (`d1.core.models.LoadedModel`), model
         (prepared / wrapped after `setup_optimization`), tokenizer, spec, optimizer, scheduler,
         checkpoints (`CheckpointManager`), tracker (`Tracker`), total_steps.
     """

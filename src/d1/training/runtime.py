@@ -113,16 +113,16 @@ def load_for_training(
     seed: int,
     device: torch.device | str,
 ):
-    """Load the model to train (`d1.models.load_model`), in train mode.
+    """Load the model to train (`d1.core.models.load_model`), in train mode.
 
     LoRA adapters are initialised from `seed` inside `torch.random.fork_rng`, so the adapter
     init is reproducible while the global RNG state is left as it was. QLoRA (`load_in_4bit`)
     needs a GPU and bitsandbytes (clear error otherwise) and a `lora` section.
 
     Returns:
-        `d1.models.LoadedModel` (model, tokenizer, spec).
+        `d1.core.models.LoadedModel` (model, tokenizer, spec).
     """
-    from d1.models import load_model
+    from d1.core.models import load_model
 
     lora = active_lora(lora)
     device = torch.device(device)
@@ -201,7 +201,7 @@ def save_base_for_adapter(
     `base_model_name_or_path`): for a built-in tiny model (which lives nowhere on disk) the
     base is saved into `run_dir/base_model`; otherwise the model's folder or hub id is used.
     Returns the saved folder, or None when nothing was saved."""
-    from d1.models import TINY_CONFIGS
+    from d1.core.models import TINY_CONFIGS
 
     if not hasattr(model, "peft_config"):
         return None
