@@ -304,7 +304,9 @@ def _peak_drop(curve: list[tuple[int, float]], window: int) -> float | None:
 
 
 def _first_reaching(curve: list[tuple[int, float]], target: float, window: int) -> int | None:
-    for gens, v in _smooth(curve, window):
+    """Generations at which the moving-mean reward first reaches `target`; only full windows
+    count (a partial window at the start is one or two batches' noise)."""
+    for gens, v in _smooth(curve, window)[window - 1 :]:
         if v >= target:
             return gens
     return None
@@ -364,7 +366,8 @@ def _plot(
     ax1.set_title("reward vs generations (band: min-max over seeds)")
     if ax1.lines:
         ax1.legend(fontsize=8)
-    ax2.errorbar(xs, means, yerr=stds, fmt="o-", capsize=4, zorder=4)
+    numeric = all(isinstance(x, int | float) for x, _ in rows)  # stages: categories, no line
+    ax2.errorbar(xs, means, yerr=stds, fmt="o-" if numeric else "o", capsize=4, zorder=4)
     ax2.set_xticks(range(len(labels)), labels)
     ax2.set_xlabel(xlabel)
     ax2.set_ylabel("hard-test exact sums (%)")
@@ -478,30 +481,38 @@ def _paired(
             diff_row("SFT -> RL - SFT only", n["SFT -> RL"], n["SFT only"]),
         ]
         return [*out, ""]
-    # mu: generations each mu needs to reach the reward mu 2 ends at (the paper's Figure).
+    # mu: generations each mu needs to reach the reward mu 2 ends at (the paper's x-axis),
+    # per seed (seeds' reward levels differ more than the mu values' do).
     ref = dict(rows).get(REF_MU)
-    finals = [
-        _final_reward(r["curve"], window) for r in cells.get(ref, {}).values() if r.get("curve")
-    ]
-    finals = [f for f in finals if f is not None]
-    if not finals:
+    ref_cells = {s: r for s, r in cells.get(ref, {}).items() if r.get("curve")}
+    if not ref_cells:
         return []
-    target = sum(finals) / len(finals)
+    target = {s: _final_reward(r["curve"], window) for s, r in ref_cells.items()}
     out = [
-        f"Generations to reach rollout reward {target:.3f} (mu {REF_MU}'s final moving-mean "
-        f"reward, mean over seeds; moving mean over {window} batches), per seed, and the ratio "
-        f"mu {REF_MU} / mu (> 1: fewer generations than mu {REF_MU}); '-': not reached.",
+        f"Generations until the moving-mean rollout reward ({window} batches, full windows "
+        f"only) first reaches the final moving-mean reward of mu {REF_MU} of the same seed "
+        f"(targets: {', '.join(f'seed {s} {v:.3f}' for s, v in sorted(target.items()))}); "
+        f"ratio = mu {REF_MU}'s generations / this mu's (> 1: fewer generations than mu "
+        f"{REF_MU}); '-': not reached in {len(next(iter(ref_cells.values()))['curve'])} "
+        "batches. Mean reward over the run: the area under the reward-vs-generations curve "
+        "divided by the generations (higher: more reward earlier), mean ± std over seeds.",
         "",
-        "| mu | per seed | reached | ratio to mu 2 (per seed) |",
-        "|---|---|---|---|",
+        "| mu | generations per seed | reached | ratio to mu 2 per seed | mean reward over the run |",
+        "|---|---|---|---|---|",
     ]
-    ref_g = {s: _first_reaching(r["curve"], target, window) for s, r in cells.get(ref, {}).items()}
+    ref_g = {
+        s: _first_reaching(r["curve"], target[s], window)  # type: ignore[arg-type]
+        for s, r in ref_cells.items()
+    }
     for x, name in rows:
-        g = {s: _first_reaching(r["curve"], target, window) for s, r in cells.get(name, {}).items()}
+        per = {s: r for s, r in cells.get(name, {}).items() if r.get("curve") and s in target}
+        g = {s: _first_reaching(r["curve"], target[s], window) for s, r in per.items()}  # type: ignore[arg-type]
         ratio = [f"{ref_g[s] / g[s]:.2f}" if g[s] and ref_g.get(s) else "-" for s in sorted(g)]
+        auc = [sum(v for _, v in r["curve"]) / len(r["curve"]) for r in per.values()]
         out.append(
             f"| {x} | {', '.join(str(g[s]) if g[s] else '-' for s in sorted(g))} | "
-            f"{sum(v is not None for v in g.values())}/{len(g)} | {', '.join(ratio)} |"
+            f"{sum(v is not None for v in g.values())}/{len(g)} | {', '.join(ratio)} | "
+            f"{_mean_std(auc, 1, 3)} |"
         )
     return [*out, ""]
 
@@ -544,13 +555,16 @@ def main(argv: list[str] | None = None) -> None:
     cfg.validate()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = make_data(cfg, out / "data")
     grid = ablation_cells(p_masks, mus)
     t = time.perf_counter()
-    if not args.report_only:
+    if not args.report_only:  # (the report alone never rewrites data a running sweep reads)
+        data = make_data(cfg, out / "data")
         run_jobs(cfg, data, cells_for(p_masks, mus), batches, args.workers, not args.no_progress)
+    given = sys.argv[1:] if argv is None else argv
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablations.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
+        a
+        for a in given
+        if a != "--report-only"  # the command that runs (or completes) it
     )
     (out / "config.json").write_text(
         json.dumps({"demo": dataclasses.asdict(cfg), "batches": batches}, indent=1)
