@@ -44,6 +44,7 @@ from typing import Any
 P_MASKS: tuple[float, ...] = (0.0, 0.15, 0.3, 0.5, 0.7)
 MUS: tuple[int, ...] = (1, 2, 4, 8, 12)
 REF_P, REF_MU = 0.15, 2  # the demo's (DemoConfig) values, shared by all three ablations
+ABLATIONS: tuple[str, ...] = ("p_mask", "mu", "stages")
 METRICS: dict[str, str] = {"accuracy": "exact sums", "digit_accuracy": "digits right"}
 
 
@@ -60,11 +61,11 @@ class Cell:
         return f"{self.init}-p{self.p:g}-mu{self.mu}"
 
 
-def cells_for(p_masks: tuple[float, ...], mus: tuple[int, ...]) -> list[Cell]:
+def cells_for(p_masks: tuple[float, ...], mus: tuple[int, ...], stages: bool = True) -> list[Cell]:
     """The unique RL runs of the three ablations, in the order they are scheduled: the shared
     reference first, then the stage comparison, then p_mask, then mu (the costliest: their
     optimizer steps grow with mu), so a sweep cut short still answers the most claims."""
-    out = [Cell("sft", REF_P, REF_MU), Cell("base", REF_P, REF_MU)]
+    out = [Cell("sft", REF_P, REF_MU)] + ([Cell("base", REF_P, REF_MU)] if stages else [])
     out += [Cell("sft", p, REF_MU) for p in p_masks]
     out += [Cell("sft", REF_P, m) for m in mus]
     seen: set[Cell] = set()
@@ -392,7 +393,7 @@ def write_report(
         f"({cfg.hard[0]}-{cfg.hard[1]} carries), greedy, final checkpoint; mean ± std over the "
         f"seeds that finished (of {seeds}). Every RL run: {batches} generation batches x "
         f"{cfg.grpo_prompts} prompts x G {cfg.num_generations} = {gens} generations, "
-        f"optimizer steps = batches x mu. Final reward: mean rollout reward of the last "
+        f"optimizer steps = batches x mu, learning rate {cfg.grpo_lr:g}. Final reward: mean rollout reward of the last "
         f"{window} generation batches; drop: best minus final moving-mean reward.",
         "",
     ]
@@ -530,6 +531,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--p-masks", type=float, nargs="+", default=list(P_MASKS))
     ap.add_argument("--mus", type=int, nargs="+", default=list(MUS))
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=ABLATIONS,
+        default=list(ABLATIONS),
+        help="run and report only these ablations (the reference cell is in all of them)",
+    )
+    ap.add_argument("--grpo-lr", type=float, default=None, help="RL learning rate (demo: 5e-4)")
     ap.add_argument("--sft-steps", type=int, default=None)
     ap.add_argument("--test-size", type=int, default=None)
     ap.add_argument("--report-only", action="store_true", help="tables from finished cells")
@@ -548,18 +557,27 @@ def main(argv: list[str] | None = None) -> None:
         kw.update({k: quick[k] for k in quick if k not in ("out", "progress", "workers")})
         kw["seeds"] = args.seeds[:2] if args.seeds != [0, 1, 2] else [0, 1]
         p_masks, mus, batches = (0.0, REF_P), (1, REF_MU), 2
-    for key in ("sft_steps", "test_size"):
+    p_masks = p_masks if "p_mask" in args.only else ()
+    mus = mus if "mu" in args.only else ()
+    for key in ("sft_steps", "test_size", "grpo_lr"):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
     cfg = DemoConfig(**kw)
     cfg.validate()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    grid = ablation_cells(p_masks, mus)
+    grid = {k: v for k, v in ablation_cells(p_masks, mus).items() if k in args.only}
     t = time.perf_counter()
     if not args.report_only:  # (the report alone never rewrites data a running sweep reads)
         data = make_data(cfg, out / "data")
-        run_jobs(cfg, data, cells_for(p_masks, mus), batches, args.workers, not args.no_progress)
+        run_jobs(
+            cfg,
+            data,
+            cells_for(p_masks, mus, "stages" in args.only),
+            batches,
+            args.workers,
+            not args.no_progress,
+        )
     given = sys.argv[1:] if argv is None else argv
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablations.py " + " ".join(
         a
