@@ -152,6 +152,7 @@ def rl_job(cfg: Any, seed: int, data: dict[str, Path], cell: Cell, batches: int)
     greedy evaluation of its final checkpoint; a diverged run is recorded, not raised."""
     from d1.demo import _final_checkpoint, grpo_config
     from d1.grpo.trainer import train_grpo
+    from d1.training.run import NonFiniteError
 
     _setup_worker(cfg.threads)
     seed_dir = Path(cfg.out) / f"seed{seed}"
@@ -165,7 +166,7 @@ def rl_job(cfg: Any, seed: int, data: dict[str, Path], cell: Cell, batches: int)
     payload: dict[str, Any] = {"cell": cell.name, "batches": batches, "steps": batches * cell.mu}
     try:
         res = train_grpo(gcfg)
-    except Exception as e:  # a diverged run is a result (the paper's "unstable")
+    except NonFiniteError as e:  # a diverged run is a result (the paper's "unstable")
         f = seed_dir / cell.name / "metrics.jsonl"
         payload.update(
             diverged=str(e).split("\n")[0][:200],
