@@ -222,6 +222,7 @@ def run_jobs(
     else:  # spawn: a clean interpreter per worker (no forked torch / thread state)
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
     console = Console(quiet=not progress)
+    log = console if progress else Console()  # finished cells are printed even without bars
     running: dict[cf.Future, tuple[int, Cell | None, Any, Path]] = {}
     with (
         pool,
@@ -265,7 +266,7 @@ def run_jobs(
                 name = "sft" if cell is None else cell.name
                 res = json.loads((out / f"seed{seed}" / "cells" / f"{name}.json").read_text())
                 acc = res.get("accuracy")
-                console.print(
+                log.print(
                     f"seed {seed} {name}: exact sums "
                     + ("diverged" if acc is None else f"{100 * acc:.1f} %")
                 )
