@@ -1,6 +1,6 @@
 """Ablations of diffu-GRPO on the demo's addition task (issue #17; docs/method.md §4).
 
-Three of the paper's claims, tested at toy scale with `d1 demo`'s recipe (`d1.demo`):
+Three of the paper's claims, tested at toy scale with `d1 demo`'s recipe (`d1.recipes.demo`):
 
 1. prompt masking in the log-prob estimate: `grpo.p_mask_prompt` in {0, 0.15, 0.3, 0.5, 0.7}
    at fixed mu (the demo's 2) and a fixed number of generations;
@@ -9,7 +9,7 @@ Three of the paper's claims, tested at toy scale with `d1 demo`'s recipe (`d1.de
    batches x mu; reward vs generations is the paper's x-axis;
 3. stages: base (random init), diffu-GRPO from the base (RL only), SFT only, SFT -> RL.
 
-Per seed, the demo's data (`d1.demo.make_data`), one masked-SFT checkpoint (shared by every
+Per seed, the demo's data (`d1.recipes.demo.make_data`), one masked-SFT checkpoint (shared by every
 cell of that seed, trained once), then one RL run per cell from it (or from the base model),
 and a greedy evaluation of each final checkpoint on the same held-out hard test set. The
 reference cell (p 0.15, mu 2, from SFT) is `d1 demo`'s own RL run and is shared by all three
@@ -23,7 +23,7 @@ whatever cells have finished (missing ones are listed).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablations.py --out bench_out/ablations
 
-Options not given keep `d1 demo`'s defaults (`d1.demo.DemoConfig`): 200 generation batches of
+Options not given keep `d1 demo`'s defaults (`d1.recipes.demo.DemoConfig`): 200 generation batches of
 16 prompts x G 8 per run (the demo's 400 steps at mu 2), lr 5e-4, epsilon 0.2, beta 0.
 """
 
@@ -108,7 +108,7 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def _evaluate(cfg: Any, model: str, seed: int, data: dict[str, Path], out: Path) -> dict:
-    from d1.demo import _task, evaluate_checkpoint
+    from d1.recipes.demo import _task, evaluate_checkpoint
 
     test = _task(cfg).load("test", path=str(data["test"]))
     scores = evaluate_checkpoint(cfg, model, seed, test, out)
@@ -126,8 +126,8 @@ def _setup_worker(threads: int) -> None:
 def sft_job(cfg: Any, seed: int, data: dict[str, Path]) -> dict[str, Any]:
     """Masked SFT of one seed (once: its checkpoint path is kept in `sft_checkpoint.txt`, the
     layout of `objectives_rl.py`) and the evaluation of the base model and the SFT checkpoint."""
-    from d1.demo import _final_checkpoint, sft_config
-    from d1.sft import train_sft
+    from d1.recipes.demo import _final_checkpoint, sft_config
+    from d1.recipes.sft import train_sft
 
     _setup_worker(cfg.threads)
     seed_dir = Path(cfg.out) / f"seed{seed}"
@@ -150,8 +150,8 @@ def sft_job(cfg: Any, seed: int, data: dict[str, Path]) -> dict[str, Any]:
 def rl_job(cfg: Any, seed: int, data: dict[str, Path], cell: Cell, batches: int) -> dict:
     """One RL run of `cell` for `batches` generation batches (steps = batches x mu), then the
     greedy evaluation of its final checkpoint; a diverged run is recorded, not raised."""
-    from d1.demo import _final_checkpoint, grpo_config
-    from d1.grpo.trainer import train_grpo
+    from d1.recipes.demo import _final_checkpoint, grpo_config
+    from d1.recipes.grpo.trainer import train_grpo
     from d1.training.run import NonFiniteError
 
     _setup_worker(cfg.threads)
@@ -202,7 +202,7 @@ def run_jobs(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from d1.demo import _last_step
+    from d1.recipes.demo import _last_step
 
     out = Path(cfg.out)
     todo: list[tuple[int, Cell | None]] = [
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
 
-    from d1.demo import DemoConfig, make_data
+    from d1.recipes.demo import DemoConfig, make_data
 
     kw: dict[str, Any] = {"out": args.out, "seeds": args.seeds, "progress": False}
     p_masks, mus, batches = tuple(args.p_masks), tuple(args.mus), args.batches
