@@ -34,7 +34,6 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import math
-import multiprocessing as mp
 import shutil
 import sys
 import time
@@ -200,9 +199,8 @@ def run_jobs(
     """Run every missing job, `workers` at a time; a seed's RL jobs wait for its SFT job. One
     progress bar per run, drawn from the step counts the workers write to their metrics."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from d1.recipes.demo import _last_step
+    from d1.recipes.demo import _last_step, run_bars, worker_pool
 
     out = Path(cfg.out)
     todo: list[tuple[int, Cell | None]] = [
@@ -216,25 +214,12 @@ def run_jobs(
     ]
     if not todo:
         return
-    pool: cf.Executor
-    if workers <= 1:
-        pool = cf.ThreadPoolExecutor(max_workers=1)
-    else:  # spawn: a clean interpreter per worker (no forked torch / thread state)
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
     console = Console(quiet=not progress)
     log = console if progress else Console()  # finished cells are printed even without bars
     running: dict[cf.Future, tuple[int, Cell | None, Any, Path]] = {}
     with (
-        pool,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not progress,
-            refresh_per_second=1,
-        ) as bar,
+        worker_pool(workers) as pool,
+        run_bars(console, enabled=progress, refresh_per_second=1) as bar,
     ):
         while todo or running:
             sft_pending = {s for s, c in todo if c is None} | {

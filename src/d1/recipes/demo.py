@@ -690,35 +690,41 @@ def _seed_progress(seed_dir: Path) -> tuple[int, int, int]:
     )
 
 
+def worker_pool(workers: int) -> Any:
+    """An executor for per-seed work: in-process for one worker, else spawned processes (a
+    clean interpreter per worker: no forked torch / thread state)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    if workers <= 1:
+        return cf.ThreadPoolExecutor(max_workers=1)
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+
+
+def run_bars(console: Any, *, enabled: bool, refresh_per_second: float = 2) -> Any:
+    """The progress display of the per-seed runs (one bar per run and phase)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+        refresh_per_second=refresh_per_second,
+    )
+
+
 def _run_seeds(cfg: DemoConfig, data: dict[str, Path], console: Any) -> dict[int, dict[str, Any]]:
     """Run every seed (in parallel worker processes unless `workers == 1`), drawing one
     progress bar per seed and phase from the files the workers write."""
     import concurrent.futures as cf
-    import multiprocessing as mp
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    workers = cfg.workers or len(cfg.seeds)
-    pool: cf.Executor
-    if workers == 1:
-        pool = cf.ThreadPoolExecutor(max_workers=1)
-    else:
-        # spawn: a clean interpreter per worker (no forked torch / thread state).
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    pool = worker_pool(cfg.workers or len(cfg.seeds))
     out = Path(cfg.out)
     results: dict[int, dict[str, Any]] = {}
-    with (
-        pool,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not cfg.progress,
-            refresh_per_second=2,
-        ) as bar,
-    ):
+    with pool, run_bars(console, enabled=cfg.progress) as bar:
         futures = {pool.submit(run_seed, cfg, seed, data): seed for seed in cfg.seeds}
         bars = {
             seed: [

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -101,19 +101,8 @@ class UpdateSettings:
 
     def make_objective(self) -> PolicyObjective:
         """The configured `d1.recipes.grpo.objectives.PolicyObjective`."""
-        ctx = ObjectiveContext(
-            mask_id=self.mask_id,
-            seed=self.seed,
-            p_mask=self.p_mask,
-            random_masking=self.random_masking,
-            epsilon=self.epsilon,
-            epsilon_high=self.epsilon_high,
-            beta=self.beta,
-            estimator=self.estimator,
-            logit_shift=self.logit_shift,
-            row_offset=self.row_offset,
-            num_generations=self.num_generations,
-        )
+        # Every field of the context is a field of these settings, under the same name.
+        ctx = ObjectiveContext(**{f.name: getattr(self, f.name) for f in fields(ObjectiveContext)})
         return make_objective(self.objective, self.objective_options, ctx)
 
     @property
@@ -184,12 +173,11 @@ class PolicyBatch:
         prompt_ids, prompt_mask, completion_ids, completion_mask: as in the rollout ([N, .]).
         advantages: [N] one per completion.
         weights: [N, C] aggregation weights of the whole batch (sum to 1).
-        prompt_masks: mu [N, P] bool prompt masks, index k for inner iteration k.
         old_logps: mu entries [N, C] (None for k = 0, where old = current exactly, and for
             objectives without a ratio).
         index: the generation batch index (what the masks were seeded with).
-        noise: mu objective noise states (`d1.recipes.grpo.objectives.NoiseState`); empty: d1's,
-            one prompt mask per k (`prompt_masks`).
+        noise: mu objective noise states (`d1.recipes.grpo.objectives.NoiseState`), index k
+            for inner iteration k (d1: one prompt mask each, also as `prompt_masks`).
         ref_logps: mu entries [N, C] of reference log-probs precomputed on the same noise
             (empty: `policy_step` computes them per micro-batch from its `reference`).
         row_coef: [N] per-row coefficients of objectives that need the whole batch (wd1).
@@ -201,10 +189,9 @@ class PolicyBatch:
     completion_mask: torch.Tensor
     advantages: torch.Tensor
     weights: torch.Tensor
-    prompt_masks: list[torch.Tensor]
+    noise: list[NoiseState]
     old_logps: list[torch.Tensor | None] = field(default_factory=list)
     index: int = 0
-    noise: list[NoiseState] = field(default_factory=list)
     ref_logps: list[torch.Tensor | None] = field(default_factory=list)
     row_coef: torch.Tensor | None = None
 
@@ -213,9 +200,12 @@ class PolicyBatch:
 
     def noise_at(self, k: int) -> NoiseState:
         """The noise state of inner iteration k."""
-        if self.noise:
-            return self.noise[k]
-        return NoiseState(prompt=self.prompt_masks[k])
+        return self.noise[k]
+
+    @property
+    def prompt_masks(self) -> list[torch.Tensor]:
+        """The prompt mask of every inner iteration (the whole noise state for d1)."""
+        return [state.prompt for state in self.noise]
 
     def save(self, path: Path) -> None:
         """Write what cannot be recomputed exactly later (a run saved mid generation batch):
@@ -265,7 +255,6 @@ class PolicyBatch:
             completion_mask=completion_mask,
             advantages=advantages,
             weights=weights,
-            prompt_masks=[s.prompt for s in noise],
             old_logps=[None if o is None else o.to(device) for o in data["old_logps"]],
             noise=noise,
             ref_logps=[None if r is None else r.to(device) for r in data.get("ref_logps", [])],
@@ -466,7 +455,6 @@ def prepare_policy_batch(
         completion_mask=completion_mask,
         advantages=advantages,
         weights=weights,
-        prompt_masks=[s.prompt for s in noise],
         old_logps=old,
         index=generation_batch,
         noise=noise,
