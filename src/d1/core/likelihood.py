@@ -173,6 +173,36 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def _noisy_prompt(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor | None,
+    prompt_noise: torch.Tensor,
+    completion_ids: torch.Tensor,
+    *,
+    mask_id: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prompt with `prompt_noise`'s positions masked, and the attention mask of
+    prompt ++ completion (None without padding). Completion positions attend everywhere, as
+    during sampling; padding may never be masked."""
+    real = _real_tokens(prompt_ids, prompt_mask)
+    if prompt_noise.shape != prompt_ids.shape:
+        raise ValueError(
+            f"prompt_noise must have the shape of prompt_ids {list(prompt_ids.shape)}; "
+            f"got {list(prompt_noise.shape)}."
+        )
+    prompt_noise = prompt_noise.to(device=prompt_ids.device, dtype=torch.bool)
+    if bool((prompt_noise & ~real).any()):
+        raise ValueError(
+            "prompt_noise masks padding positions; only real prompt tokens may be masked."
+        )
+    noisy_prompt = torch.where(prompt_noise, torch.full_like(prompt_ids, mask_id), prompt_ids)
+    attention = None
+    if not bool(real.all()):
+        attention = torch.cat([real, torch.ones_like(completion_ids, dtype=torch.bool)], dim=1)
+        attention = attention.long()
+    return noisy_prompt, attention
+
+
 @register_estimator("d1_one_step")
 def d1_one_step_logps(
     model: torch.nn.Module,
@@ -188,30 +218,15 @@ def d1_one_step_logps(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """d1's one-step per-token log-prob estimate (docs/method.md §4); see `estimate_logps`."""
-    real = _real_tokens(prompt_ids, prompt_mask)
     if prompt_noise is None:
         prompt_noise = draw_prompt_mask(
             prompt_ids, prompt_mask, p_mask, mask_id=mask_id, generator=generator
         )
-    if prompt_noise.shape != prompt_ids.shape:
-        raise ValueError(
-            f"prompt_noise must have the shape of prompt_ids {list(prompt_ids.shape)}; "
-            f"got {list(prompt_noise.shape)}."
-        )
-    prompt_noise = prompt_noise.to(device=prompt_ids.device, dtype=torch.bool)
-    if bool((prompt_noise & ~real).any()):
-        raise ValueError(
-            "prompt_noise masks padding positions; only real prompt tokens may be masked."
-        )
-
-    noisy_prompt = torch.where(prompt_noise, torch.full_like(prompt_ids, mask_id), prompt_ids)
+    noisy_prompt, attention = _noisy_prompt(
+        prompt_ids, prompt_mask, prompt_noise, completion_ids, mask_id=mask_id
+    )
     masked_completion = torch.full_like(completion_ids, mask_id)
     input_ids = torch.cat([noisy_prompt, masked_completion], dim=1)
-    # Completion positions are all mask tokens and attend everywhere, as during sampling.
-    attention = None
-    if not bool(real.all()):
-        attention = torch.cat([real, torch.ones_like(completion_ids, dtype=torch.bool)], dim=1)
-        attention = attention.long()
 
     p_len = prompt_ids.shape[1]
     batch = input_ids.shape[0]
@@ -340,17 +355,11 @@ def masked_draws_logps(
         raise ValueError(
             f"coef {list(coef.shape)} must match completion_noise {list(completion_noise.shape)}."
         )
-    real = _real_tokens(prompt_ids, prompt_mask)
-    prompt_noise = prompt_noise.to(device=prompt_ids.device, dtype=torch.bool)
-    if prompt_noise.shape != prompt_ids.shape or bool((prompt_noise & ~real).any()):
-        raise ValueError("prompt_noise must be [B, P] and may mask real prompt tokens only.")
+    noisy_prompt, attention = _noisy_prompt(
+        prompt_ids, prompt_mask, prompt_noise, completion_ids, mask_id=mask_id
+    )
     completion_noise = completion_noise.to(device=completion_ids.device, dtype=torch.bool)
     coef = coef.to(device=completion_ids.device, dtype=torch.float32)
-    noisy_prompt = torch.where(prompt_noise, torch.full_like(prompt_ids, mask_id), prompt_ids)
-    attention = None
-    if not bool(real.all()):
-        attention = torch.cat([real, torch.ones_like(completion_ids, dtype=torch.bool)], dim=1)
-        attention = attention.long()
     p_len = prompt_ids.shape[1]
     step = b if chunk_size is None or chunk_size <= 0 else chunk_size
     out = []
