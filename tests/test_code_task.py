@@ -704,3 +704,19 @@ def test_kodcode_pytest_file_scores_as_pytest_on_the_command_line(tmp_path, norm
     task = KodCodeTask()
     ex = task.example_from_row({"question": "q", "test": KODCODE_STYLE_FILE}, "k")
     assert task.correctness_reward([answer(code)], [ex]) == [r.passed / r.total]
+
+
+def test_sandbox_limits_from_a_config_mapping():
+    """`limits` given as a mapping (a YAML task option) sets SandboxLimits fields over d1's
+    defaults; an unknown field is an error naming it."""
+    from d1.sandbox import SandboxLimits
+    from d1.tasks import get_task
+
+    default = get_task("kodcode").limits
+    assert (default.timeout_s, default.test_timeout_s, default.runner) == (10.0, 3.0, "auto")
+    task = get_task("kodcode", limits={"runner": "pytest", "memory_mb": 1024})
+    assert task.limits == SandboxLimits(
+        timeout_s=10.0, test_timeout_s=3.0, runner="pytest", memory_mb=1024
+    )
+    with pytest.raises(ValueError, match=r"Unknown sandbox limit\(s\) \['bogus'\]"):
+        get_task("humaneval", limits={"bogus": 1})

@@ -44,11 +44,12 @@ saved generations can be re-scored (`example_from_gold`).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -415,6 +416,23 @@ def _as_list(value: Any, what: str) -> list[str]:
 # -- tasks ---------------------------------------------------------------------------------
 
 
+def _sandbox_limits(limits: SandboxLimits | Mapping[str, Any] | None) -> SandboxLimits:
+    """The task's sandbox limits: d1's defaults (10 s per program, 3 s per test), with the
+    fields of a mapping (from a YAML config) over them; unknown fields are an error."""
+    if isinstance(limits, SandboxLimits):
+        return limits
+    values: dict[str, Any] = {"timeout_s": 10.0, "test_timeout_s": 3.0}
+    if limits is not None:
+        known = {f.name for f in dataclasses.fields(SandboxLimits)}
+        unknown = sorted(set(limits) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown sandbox limit(s) {unknown} in the task's `limits`; known: {sorted(known)}."
+            )
+        values.update(limits)
+    return SandboxLimits(**values)
+
+
 class CodeTask(Task):
     """Shared prompt, rewards and scoring of the code tasks (module doc)."""
 
@@ -428,7 +446,7 @@ class CodeTask(Task):
         *,
         prompt_style: PromptStyle = "d1",
         d1_compat: bool = False,
-        limits: SandboxLimits | None = None,
+        limits: SandboxLimits | Mapping[str, Any] | None = None,
         max_workers: int | None = None,
         alias_entry_point: bool | None = None,
     ) -> None:
@@ -438,7 +456,8 @@ class CodeTask(Task):
         d1_compat: d1's extraction (first ```python block), format rule, safe-code blacklist
             and xml-count arithmetic.
         limits: sandbox limits per completion; default 10 s per program, 3 s per test,
-            512 MiB.
+            512 MiB. A mapping sets `SandboxLimits` fields over those defaults, so a config
+            reaches them: `task_options: {limits: {runner: pytest, memory_mb: 1024}}`.
         max_workers: concurrent sandboxes when scoring a batch (default and maximum: one per
             available core).
         alias_entry_point: alias the candidate's first function to the tested name when it
@@ -449,7 +468,7 @@ class CodeTask(Task):
             raise ValueError(f"prompt_style must be 'd1' or 'explicit', got {prompt_style!r}.")
         self.prompt_style = prompt_style
         self.d1_compat = d1_compat
-        self.limits = limits or SandboxLimits(timeout_s=10.0, test_timeout_s=3.0)
+        self.limits = _sandbox_limits(limits)
         self.max_workers = max_workers
         self.alias_entry_point = (
             self.alias_by_default if alias_entry_point is None else alias_entry_point
