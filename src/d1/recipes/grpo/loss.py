@@ -16,7 +16,7 @@ Only valid completion tokens count: those up to and including the first EOS
 - "token_mean": sum over every valid token of the optimizer batch / their count (one global
   token mean; docs/method.md §4's wording read over the whole batch; DAPO's choice).
 - "sequence_mean": per-sequence mean, then batch mean (the paper's written objective,
-  `1/G sum_i 1/|o_i| sum_k`, and TRL <= 0.15).
+  d1's Eq. 4: `1/G sum_i 1/|o_i| sum_k`, and TRL <= 0.15).
 
 All three are expressed as per-token weights over the whole batch that sum to 1
 (`token_weights`); a micro-batch's loss is `sum(weights * loss_k)` over its rows, so summing the

@@ -15,27 +15,35 @@ Selected by name with `grpo.objective` (`d1 | coupled | mc_elbo | wd1`) and conf
 `grpo.objective_options` (each objective's own keys, see its options class):
 
 - `d1` (`D1Objective`): d1's one-step estimate (mask the prompt with probability p, the whole
-  completion, one forward) in the clipped diffu-GRPO loss with the k3 KL. No options. This is
-  exactly the code path of earlier versions (bit-identical).
-- `coupled` (`CoupledObjective`): DiffuCoder's coupled sampling (arXiv 2506.20639, Sec. 4,
-  "Coupled-GRPO"): a completion mask with ratio t in [t_min, t_max] and its complement, so
-  each completion token is scored exactly once across the pair, weighted by 1/t resp.
-  1/(1 - t) and averaged over the pair (optionally with d1's fully masked pass, as the
-  official code does); same clipped loss.
-- `mc_elbo` (`MCElboObjective`): the masked-diffusion ELBO (LLaDA's bound, as used by VRPO in
-  LLaDA 1.5, arXiv 2505.19223) with n Monte Carlo (t, mask) draws per sequence, one mask per
-  timestep (VRPO's optimal allocation) and the same draws for current, old and reference
-  (VRPO's antithetic sampling); same clipped loss on the per-token ELBO terms.
-- `wd1` (`WD1Objective`): the ratio-free weighted log-likelihood of wd1 (arXiv 2507.08838):
-  no old and no reference log-probs at all.
+  completion, one forward; arXiv 2504.12216, Sec. 3.1) in the clipped diffu-GRPO loss (Sec. 3.2,
+  Eq. 4) with the k3 KL. No options. This is exactly the code path of earlier versions
+  (bit-identical).
+- `coupled` (`CoupledObjective`): DiffuCoder's coupled sampling (arXiv 2506.20639, Sec. 5,
+  Eq. 4; App. A.3, Eqs. 12-13): a completion mask with ratio t in [t_min, t_max] and its
+  complement, so each completion token is scored exactly once across the pair, weighted by 1/t
+  resp. 1/(1 - t) and averaged over the pair (App. A.4, Eq. 17); optionally with d1's fully
+  masked pass, which is the paper's Eq. 4 / Eq. 13 with lambda = 1 and the official code.
+  Same clipped loss.
+- `mc_elbo` (`MCElboObjective`): the masked-diffusion ELBO (LLaDA, arXiv 2502.09992, Sec. 2.3,
+  Eq. 5) with n Monte Carlo (t, mask) draws per sequence (LLaDA 1.5, arXiv 2505.19223,
+  Sec. 2.2, Eq. 6), one mask per timestep (VRPO's optimal allocation, Sec. 3.2, Prop. 1) and
+  the same draws for current, old and reference (VRPO's antithetic sampling, Sec. 3.2,
+  Prop. 2; its extension to PPO/GRPO ratios, Sec. 3.3); same clipped loss on the per-token ELBO
+  terms.
+- `wd1` (`WD1Objective`): the ratio-free weighted log-likelihood of wd1 (arXiv 2507.08838,
+  Sec. 3.2, Eqs. 8-9): no old and no reference log-probs at all.
 
-Sources: the official code was read for coupled and wd1 (apple/ml-diffucoder
-`src/open_r1/coupled_grpo.py`: `forward_process`, `selective_log_softmax`; xiaohangt/wd1
-`wd1/trainers/rev_grpo_trainer.py`: `compute_loss`); mc_elbo follows the ELBO and the VRPO
-sampling rules as stated in the LLaDA / LLaDA 1.5 papers (their RL code was not available to
-us). Paper equation numbers could not be checked against the final PDFs here, so each
-docstring names the paper section and writes the formula out in full: the written formula is
-the authority, and each has a literal slow reference in `tests/test_grpo_objectives.py`.
+Sources: the official code was read for d1, coupled and wd1 (dllm-reasoning/d1
+`diffu-grpo/diffu_grpo_trainer.py`; apple/ml-diffucoder `src/open_r1/coupled_grpo.py`:
+`forward_process`, `selective_log_softmax`; xiaohangt/wd1 `wd1/trainers/rev_grpo_trainer.py`:
+`compute_loss`); mc_elbo follows the ELBO and the VRPO sampling rules as stated in the LLaDA /
+LLaDA 1.5 papers (their RL code was not available to us). Equation numbers were checked
+against the paper texts: d1 in its revised version (with the coding tasks), DiffuCoder
+arXiv v2, LLaDA in its revised version, LLaDA 1.5 arXiv v2, wd1 arXiv v2; other
+versions may number differently. d1's one-step estimator and VRPO's allocation
+and antithetic rules are stated in prose and propositions, without an equation number. Each
+docstring also writes its formula out, and each has a literal slow reference in
+`tests/test_grpo_objectives.py`.
 """
 
 from __future__ import annotations
@@ -161,10 +169,11 @@ class CoupledOptions:
     Attributes:
         t_min, t_max: the mask ratio t of each row is uniform in [t_min, t_max] (DiffuCoder:
             0.2, 0.8); the complement masks the rest, at ratio 1 - t.
-        full_mask_pass: also run d1's fully masked pass, as DiffuCoder's official code does:
-            `(p0 + pair sum) / 2` (3 forwards per sequence). false (default): the pair average
-            alone (2 forwards), an unbiased estimate of the ELBO restricted to t in
-            [t_min, t_max]; the official code's variant weighs the ELBO terms 1.5x in
+        full_mask_pass: also run d1's fully masked pass, as DiffuCoder's Eq. 4 / Eq. 13 (with
+            lambda = 1) and its official code do: `(p0 + pair sum) / 2` (3 forwards per
+            sequence). false (default): the pair average alone (2 forwards), the antithetic
+            estimator of its App. A.4, Eq. 17: an unbiased estimate of the ELBO restricted to
+            t in [t_min, t_max]; the paper's variant weighs the ELBO terms 1.5x in
             expectation (`benchmarks/estimators.py` measures both).
     """
 
@@ -214,7 +223,8 @@ class WD1Options:
     """Options of `wd1`.
 
     Attributes:
-        psi: the temperature of the group weights `softmax(+-psi * A)` (wd1's code: 1).
+        psi: the temperature psi of the group weights `softmax(+-psi * A)` (wd1's Eq. 9;
+            its code: 1).
     """
 
     psi: float = 1.0
@@ -360,11 +370,16 @@ class PolicyObjective:
 
 
 class D1Objective(PolicyObjective):
-    """d1's diffu-GRPO (Zhao et al., arXiv 2504.12216, Sec. 3: the one-step log-prob
-    estimate and the diffu-GRPO objective): per-token `log p(o_k | q')` from ONE forward pass on
-    `q' ++ [M]*|o|` (`q'`: each prompt token masked with probability p), in
+    """d1's diffu-GRPO (Zhao et al., arXiv 2504.12216): per-token `log p(o_k | q')` from ONE
+    forward pass on `q' ++ [M]*|o|` (`q'`: each prompt token masked with probability p; Sec. 3.1,
+    "One-Step Per-Token Log Probability Estimation with Prompt Masking", in prose, no equation
+    number), summed over k for the sequence (Sec. 3.1's mean-field approximation), in the
+    diffu-GRPO loss (Sec. 3.2, Eq. 4; advantages `r_i - mean(r)` of Sec. 2, Eq. 2):
 
         -( min(rho A, clip(rho, 1-eps, 1+eps) A) - beta KL_k ),  rho = exp(logp - logp_old).
+
+    Eq. 4 averages each completion's tokens (`1/|o_i|`), i.e. `sequence_mean`; the official
+    code (and the default `group_token_mean`) takes the token mean over the micro-batch.
     """
 
     name = "d1"
@@ -372,8 +387,9 @@ class D1Objective(PolicyObjective):
 
 
 class CoupledObjective(PolicyObjective):
-    """DiffuCoder's coupled-GRPO estimate (Gong et al., arXiv 2506.20639, Sec. 4.2; the
-    official `selective_log_softmax` / `forward_process` of apple/ml-diffucoder).
+    """DiffuCoder's coupled-GRPO estimate (Gong et al., arXiv 2506.20639 v2, Sec. 5, Eq. 4;
+    App. A.3, Eqs. 12-13; App. A.4, Eq. 17; the official `selective_log_softmax` /
+    `forward_process` of apple/ml-diffucoder; t in [0.2, 0.8] from App. B.1).
 
     Per row, draw `t ~ U[t_min, t_max]` and a completion mask `m` (each position masked with
     probability t); its complement `~m` is masked in a second pass, so every completion token
@@ -382,10 +398,12 @@ class CoupledObjective(PolicyObjective):
     ELBO weight 1/t of each pass), and
 
         logp_k = w_k / 2                        (default: the average of the pair's two
-                                                 ELBO estimates, each unbiased)
-        logp_k = ( p0_k + w_k ) / 2             (`full_mask_pass`: the official code's
-                                                 `selective_log_softmax`, p0 = d1's fully
-                                                 masked pass)
+                                                 ELBO estimates, each unbiased: Eq. 17
+                                                 with N = 1, t_hat = 1 - t)
+        logp_k = ( p0_k + w_k ) / 2             (`full_mask_pass`: Eq. 4 / Eq. 13 with
+                                                 lambda = 1, and the official code's
+                                                 `selective_log_softmax`; p0 = d1's fully
+                                                 masked pass, the paper's L_T)
 
     The prompt stays clean (DiffuCoder masks completions only). The loss is the clipped
     diffu-GRPO loss (`D1Objective`).
@@ -432,20 +450,26 @@ class CoupledObjective(PolicyObjective):
 
 
 class MCElboObjective(PolicyObjective):
-    """The masked-diffusion ELBO with n Monte Carlo draws (LLaDA, arXiv 2502.09992, its SFT
-    bound; the ELBO estimate of VRPO, LLaDA 1.5, arXiv 2505.19223, Sec. 3:
-    B(y|x) = E_t E_{y_t}[ (1/t) sum_k 1[y_t^k = M] log p(y^k | y_t, x) ]).
+    """The masked-diffusion ELBO with n Monte Carlo draws (LLaDA, arXiv 2502.09992, Sec. 2.3,
+    Eq. 5, the conditional form of Sec. 2.1, Eq. 3; LLaDA 1.5, arXiv 2505.19223 v2, Sec. 2.2,
+    Eq. 4, with the per-step term of App. A, Eqs. 12-13:
+    B(y|x) = E_t E_{y_t}[ (1/t) sum_k 1[y_t^k = M] log p(y^k | y_t, x) ]), estimated by VRPO's
+    doubly Monte Carlo average (Sec. 2.2, Eqs. 5-6).
 
     Per row and draw j = 1..n: `t_j = (1 - eps) u_j + eps`, `u_j ~ U(0, 1)`; mask each
     completion token with probability t_j (one mask per timestep: VRPO's optimal allocation,
-    n_t = n, n_{y_t} = 1); the per-token term is
+    n_t = n, n_{y_t} = 1, Sec. 3.2, Prop. 1); the per-token term is
 
         ell_k = (1/n) sum_j 1[k masked in draw j] log p(o_k | x, y_{t_j}) / t_j
 
-    whose sum over k is the n-sample ELBO estimate of log pi(o | q). Current, old and reference
-    use the SAME draws (VRPO's antithetic sampling) unless `antithetic: false`. The prompt stays
-    clean. The per-token terms go into the clipped diffu-GRPO loss with the k3 KL, their
-    log-ratios clamped to +-`log_ratio_clamp` before `exp`.
+    whose sum over k is the n-sample ELBO estimate of log pi(o | q) (no division by the
+    length: the bound itself has none). Current, old and reference use the SAME draws (VRPO's
+    antithetic sampling, Sec. 3.2, Prop. 2, stated for DPO's pi_theta / pi_ref pair and
+    extended to PPO/GRPO ratios in Sec. 3.3) unless `antithetic: false`. The prompt stays
+    clean. VRPO's own likelihood estimator is the equivalent l-form (App. A, Eqs. 14-15:
+    exactly l of L tokens masked, weight L/l; LLaDA Sec. 2.4, Eq. 6), which has lower variance;
+    this class uses the t-form above. The per-token terms go into the clipped diffu-GRPO loss
+    with the k3 KL, their log-ratios clamped to +-`log_ratio_clamp` before `exp`.
     """
 
     name = "mc_elbo"
@@ -485,8 +509,9 @@ class MCElboObjective(PolicyObjective):
 
 
 class WD1Objective(PolicyObjective):
-    """wd1's ratio-free weighted log-likelihood (Tang et al., arXiv 2507.08838, the wd1
-    objective of Sec. 3; official `compute_loss` of xiaohangt/wd1 `rev_grpo_trainer.py`).
+    """wd1's ratio-free weighted log-likelihood (Tang et al., arXiv 2507.08838 v2, Sec. 3.2,
+    Eq. 8 with the weights of Eq. 9; Sec. 3.1, Eqs. 6-7 is its positive-only form; official
+    `compute_loss` of xiaohangt/wd1 `rev_grpo_trainer.py`).
 
     For each prompt group with advantages A_1..A_G:
 
@@ -497,7 +522,12 @@ class WD1Objective(PolicyObjective):
     one-step estimate (prompt masked with probability p, whole completion masked). The loss is
     the mean of L_group over groups (each group weighted by its share of the aggregation
     weights: exactly the group mean for `group_token_mean` and `sequence_mean`). No old, no
-    reference log-probs (it needs `grpo.beta: 0`).
+    reference log-probs (it needs `grpo.beta: 0`: the paper's beta = 0, lambda = 1 setting).
+
+    Constants, as in the official code: no `1/G` inside the group (Eq. 8 has one: a constant
+    factor on the learning rate) and the softmax taken within each group (Eq. 9; the code
+    normalises over its micro-batch, one group in its released configs, while Sec. 3.2's prose
+    says the normalisation uses all groups).
     """
 
     name = "wd1"
