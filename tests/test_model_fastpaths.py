@@ -50,6 +50,39 @@ def test_rope_table_equals_recomputed(head_dim: int, theta: float) -> None:
         assert torch.equal(cos, ref_cos) and torch.equal(ssin, signed_sin(ref_sin))
 
 
+def test_mask_derived_positions_need_no_host_sync(tiny_model_factory, monkeypatch) -> None:
+    """Positions derived from the attention mask have a known range, so neither a full forward
+    nor a cached chunk reads them back (`aminmax` + `tolist`: a GPU sync per forward); the
+    logits equal those of the same positions passed explicitly (which are read)."""
+    from d1.core.models import modeling_llada
+
+    model = tiny_model_factory("tiny-xs", 0)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(7, model.config.vocab_size, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    mask[2, :1] = 0
+    pos = modeling_llada.positions_from_mask(mask)
+    with torch.no_grad():
+        explicit = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        full = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        chunk_explicit = model(
+            input_ids=ids[:, 5:9], cache=full.cache, cache_position=5, position_ids=pos[:, 5:9]
+        ).logits
+    reads: list[int] = []
+    real = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda *a, **k: reads.append(1) or real(*a, **k))
+    with torch.no_grad():
+        derived = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        chunk = model(input_ids=ids[:, 5:9], cache=derived.cache, cache_position=5).logits
+    assert reads == []
+    assert torch.equal(derived.logits, explicit)
+    assert torch.equal(chunk, chunk_explicit)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=pos)
+    assert reads == [1]  # user-given positions are still checked (they may be negative)
+
+
 def test_signed_rotation_equals_rotate_half() -> None:
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.bfloat16, torch.float64):

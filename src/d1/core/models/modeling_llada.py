@@ -65,6 +65,8 @@ class LLaDAKVCache:
         keys, values: per layer [B, n_kv_heads, L, head_dim] (None until the refresh fills them).
         attn_mask: the refresh's boolean key mask [B, 1, 1, L] (or a 4-D mask), None = no padding.
         position_ids: the refresh's RoPE positions, [B, L] or [L]; None = 0..L-1.
+        position_bound: an exclusive upper bound of `position_ids` known without reading them
+            (L when they were derived from the mask), None = unknown.
     """
 
     def __init__(
@@ -72,11 +74,13 @@ class LLaDAKVCache:
         n_layers: int,
         attn_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
+        position_bound: int | None = None,
     ) -> None:
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
         self.attn_mask = attn_mask
         self.position_ids = position_ids
+        self.position_bound = position_bound
 
     @property
     def seq_length(self) -> int:
@@ -191,13 +195,21 @@ class RopeTable:
         return have
 
     def lookup(
-        self, position_ids: torch.Tensor | None, offset: int, length: int, device: torch.device
+        self,
+        position_ids: torch.Tensor | None,
+        offset: int,
+        length: int,
+        device: torch.device,
+        bound: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, signed sin broadcastable to [B, 1, L, head_dim].
 
         `position_ids` None: positions offset .. offset + length - 1 (a slice of the table).
-        A [B, L] or [L] integer tensor of non-negative positions is gathered from the table
-        (one host sync for its range); other position ids are computed directly.
+        A [B, L] or [L] integer tensor of non-negative positions is gathered from the table;
+        `bound` (positions known to lie in [0, bound), e.g. derived from a mask) spares the one
+        host sync that otherwise reads their range (on a GPU a sync per forward stops the host
+        from queueing the next kernels while the device works). Other position ids (floating,
+        negative) are computed directly.
         """
         if position_ids is None:
             cos, sin = self.tables(device, offset + length)
@@ -205,9 +217,12 @@ class RopeTable:
                 None, None, offset : offset + length
             ]
         pos = position_ids.to(device)
-        lo = hi = 0
-        if not pos.is_floating_point() and pos.numel() > 0:
-            lo, hi = torch.stack(torch.aminmax(pos)).tolist()  # one host sync for both
+        if bound is not None and not pos.is_floating_point():
+            hi, lo = bound - 1, 0
+        else:
+            lo = hi = 0
+            if not pos.is_floating_point() and pos.numel() > 0:
+                lo, hi = torch.stack(torch.aminmax(pos)).tolist()  # one host sync for both
         if pos.is_floating_point() or pos.numel() == 0 or lo < 0:
             cos, sin = rope_cos_sin(pos, self.head_dim, self.theta)
             return cos, signed_sin(sin)
@@ -489,6 +504,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             )
 
         attn_mask = None
+        bound = None  # of position ids derived here (no host sync to read their range)
         if attention_mask is not None:
             if attention_mask.dim() == 2:
                 if attention_mask.shape != (b, t):
@@ -498,6 +514,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 attn_mask = key_padding_mask(attention_mask)
                 if position_ids is None and attn_mask is not None:
                     position_ids = positions_from_mask(attention_mask)
+                    bound = t
             elif attention_mask.dim() in (3, 4):
                 attn_mask = attention_mask if attention_mask.dim() == 4 else attention_mask[:, None]
                 if attn_mask.is_floating_point():
@@ -508,9 +525,17 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         if position_ids is not None:
             position_ids = position_ids.to(x.device)
         if use_cache:
-            cache = LLaDAKVCache(len(tr.blocks), attn_mask, position_ids)
+            cache = LLaDAKVCache(len(tr.blocks), attn_mask, position_ids, bound)
         return self._run_blocks(
-            x, position_ids, attn_mask, cache, 0, return_dict, output_hidden_states, logits_to_keep
+            x,
+            position_ids,
+            attn_mask,
+            cache,
+            0,
+            return_dict,
+            output_hidden_states,
+            logits_to_keep,
+            bound,
         )
 
     def _forward_chunk(
@@ -550,8 +575,10 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             attn_mask = key_padding_mask(attention_mask)
         if attn_mask is not None and attn_mask.shape[-2] != 1:
             attn_mask = attn_mask[..., start:end, :]  # a 4-D mask: the chunk's query rows
+        bound = None
         if position_ids is None and cache.position_ids is not None:
             position_ids = cache.position_ids[..., start:end]
+            bound = cache.position_bound
         return self._run_blocks(
             x,
             None if position_ids is None else position_ids.to(x.device),
@@ -561,6 +588,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             return_dict,
             output_hidden_states,
             logits_to_keep,
+            bound,
         )
 
     def _run_blocks(
@@ -573,13 +601,17 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         return_dict: bool | None,
         output_hidden_states: bool | None,
         logits_to_keep: int | slice | torch.Tensor,
+        position_bound: int | None = None,
     ) -> LLaDAOutput | tuple[torch.Tensor, ...]:
         """Blocks, final norm and LM head (the shared tail of full and cached forwards).
 
         `position_ids` None: x holds positions cache_position .. cache_position + L - 1.
+        `position_bound`: see `RopeTable.lookup`.
         """
         tr = self.model.transformer
-        cos, sin = self._rope.lookup(position_ids, cache_position, x.shape[1], x.device)
+        cos, sin = self._rope.lookup(
+            position_ids, cache_position, x.shape[1], x.device, position_bound
+        )
         hidden = [] if output_hidden_states else None
         for block in tr.blocks:
             if hidden is not None:
