@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from d1.core.models.forward import native_llada
 from d1.core.models.modeling_llada import (
     RopeTable,
     apply_rope,
@@ -14,7 +15,7 @@ from d1.core.models.modeling_llada import (
     signed_sin,
 )
 from d1.core.sampling import SamplerConfig, generate, sample
-from d1.core.sampling.steps import block_logits, native_llada, propose
+from d1.core.sampling.steps import block_logits, propose
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -159,6 +160,59 @@ def test_reference_sampler_asks_only_for_block_logits(tiny_model_factory, monkey
         model, prompt, gen_length=8, block_length=4, steps=4, mask_id=model.config.mask_token_id
     )
     assert seen == [slice(5, 9)] * 2 + [slice(9, 13)] * 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_estimators_ask_only_for_completion_logits(tiny_model_factory, monkeypatch, dtype) -> None:
+    """The one-step and masked-draw estimators request the completion's logits only
+    (`logits_to_keep`), and give what the sliced full logits give: a non-native wrapper of
+    the same model (which computes all logits) is the independent reference."""
+    from d1.core.likelihood import estimate_logps, masked_draws_logps
+
+    model = _tiny_llada(tiny_model_factory, dtype)
+
+    class Wrapper(torch.nn.Module):  # not recognised as native: full logits, then a slice
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kwargs):
+            assert "logits_to_keep" not in kwargs
+            return self.inner(**kwargs)
+
+    g = torch.Generator().manual_seed(4)
+    vocab, mask_id = model.config.vocab_size, model.config.mask_token_id
+    prompt = torch.randint(7, vocab - 1, (3, 9), generator=g)
+    pmask = torch.ones_like(prompt)
+    pmask[1, :3] = 0  # left padding
+    completion = torch.randint(7, vocab - 1, (3, 6), generator=g)
+    noise = (torch.rand(prompt.shape, generator=g) < 0.3) & pmask.bool()
+    draws = torch.rand(3, 2, 6, generator=g) < 0.5
+    coef = torch.rand(3, 2, 6, generator=g)
+    seen: list[object] = []
+    forward = type(model).forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("logits_to_keep"))
+        return forward(self, *args, **kwargs)
+
+    common = {"mask_id": mask_id, "prompt_noise": noise}
+    with torch.no_grad():
+        ref_one = estimate_logps(Wrapper(model), prompt, pmask, completion, **common)
+        ref_draws = masked_draws_logps(
+            Wrapper(model), prompt, pmask, completion, completion_noise=draws, coef=coef, **common
+        )
+        monkeypatch.setattr(type(model), "forward", spy)
+        one = estimate_logps(model, prompt, pmask, completion, **common)
+        many = masked_draws_logps(
+            model, prompt, pmask, completion, completion_noise=draws, coef=coef, **common
+        )
+    assert seen == [slice(9, None)] * 3  # one forward, then one per draw
+    if dtype == torch.float64:
+        assert torch.equal(one, ref_one) and torch.equal(many, ref_draws)
+    else:  # the head's GEMM may block differently for fewer rows
+        torch.testing.assert_close(one, ref_one, rtol=0, atol=1e-5)
+        torch.testing.assert_close(many, ref_draws, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [0.3, 0.9, 2.0])

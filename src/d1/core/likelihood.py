@@ -234,13 +234,15 @@ def d1_one_step_logps(
     out = []
     for start in range(0, batch, step):
         sl = slice(start, start + step)
+        # Logits of the completion positions only: the prompt's are never read.
         logits = model_logits(
             model,
             input_ids[sl],
             None if attention is None else attention[sl],
             logit_shift=logit_shift,
+            keep=slice(p_len, None),
         )
-        out.append(token_logprobs(logits[:, p_len:], completion_ids[sl]))
+        out.append(token_logprobs(logits, completion_ids[sl]))
         del logits
     return torch.cat(out, dim=0)
 
@@ -378,8 +380,9 @@ def masked_draws_logps(
                 torch.cat([noisy_prompt[sl], noisy], dim=1),
                 None if attention is None else attention[sl],
                 logit_shift=logit_shift,
+                keep=slice(p_len, None),
             )
-            lp = token_logprobs(logits[:, p_len:], completion_ids[sl])
+            lp = token_logprobs(logits, completion_ids[sl])
             del logits
             total = total + torch.where(hidden, coef[sl, d] * lp, torch.zeros_like(lp))
         out.append(total)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from d1.core.models.modeling_llada import LLaDAModelLM
+
 # model_type values (lower-cased) whose forward needs a ready 4-D mask and explicit positions.
 FOUR_D_MASK_FAMILIES: frozenset[str] = frozenset({"dream"})
 
@@ -38,6 +40,22 @@ def dream_mask_inputs(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch
     return mask, position_ids
 
 
+def native_llada(model: torch.nn.Module) -> LLaDAModelLM | None:
+    """The native LLaDA model inside `model` (peft, DDP / accelerate wrappers unwrapped), or
+    None when there is none."""
+    inner = model
+    for _ in range(8):
+        if isinstance(inner, LLaDAModelLM):
+            return inner
+        if hasattr(inner, "get_base_model"):  # peft
+            inner = inner.get_base_model()
+        elif isinstance(getattr(inner, "module", None), torch.nn.Module):  # DDP / accelerate
+            inner = inner.module
+        else:
+            break
+    return None
+
+
 def model_logits(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -45,6 +63,7 @@ def model_logits(
     *,
     logit_shift: bool = False,
     family: str | None = None,
+    keep: slice | None = None,
 ) -> torch.Tensor:
     """Logits [B, L, V] where position i scores the token at position i.
 
@@ -57,6 +76,14 @@ def model_logits(
         logit_shift: True for Dream-style families (prediction for j is the raw output at j-1).
         family: how to hand the mask to the model; default: the model's `config.model_type`
             ("dream" -> 4-D boolean mask + position_ids; anything else -> the [B, L] mask).
+        keep: only these positions of the result (a slice, e.g. a sampler's block or an
+            estimator's completion). A native LLaDA model (also inside a peft / DDP wrapper,
+            which is still what is called) then runs its final norm and LM head on those
+            positions only (`logits_to_keep`): less compute, and no [B, L, V] logits (at
+            LLaDA-8B's vocabulary of 126,464 the prompt's logits alone are ~50 MB per 200-token
+            row in bf16). Other models, and logit shift, compute all logits and slice. Kept
+            logits equal the slice of the full ones up to the GEMM's blocking for fewer rows
+            (bit for bit in float64; <= 1 float32 ulp seen otherwise).
     """
     kwargs = {}
     if attention_mask is not None and not bool(attention_mask.bool().all()):
@@ -65,8 +92,13 @@ def model_logits(
             kwargs["attention_mask"], kwargs["position_ids"] = dream_mask_inputs(attention_mask)
         else:
             kwargs["attention_mask"] = attention_mask
+    native_keep = keep is not None and not logit_shift and native_llada(model) is not None
+    if native_keep:
+        kwargs["logits_to_keep"] = keep
     out = model(input_ids=input_ids, **kwargs)
     logits = out.logits if hasattr(out, "logits") else out
     if logit_shift:
         logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+    if keep is not None and not native_keep:
+        logits = logits[:, keep]
     return logits

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import torch
 
+from d1.core.models.forward import native_llada
 from d1.core.models.modeling_llada import LLaDAKVCache, LLaDAModelLM
 from d1.core.sampling.steps import (
     CACHE_MODES,
@@ -57,7 +58,6 @@ from d1.core.sampling.steps import (
     emit_trace,
     guide,
     init_canvas,
-    native_llada,
     num_transfer_tokens,
     propose_masked,
     select_above_threshold,

@@ -21,7 +21,6 @@ from dataclasses import dataclass, fields
 import torch
 
 from d1.core.models.forward import model_logits
-from d1.core.models.modeling_llada import LLaDAModelLM
 
 __all__ = [
     "CACHE_MODES",
@@ -37,7 +36,6 @@ __all__ = [
     "emit_trace",
     "guide",
     "init_canvas",
-    "native_llada",
     "num_transfer_tokens",
     "propose",
     "propose_masked",
@@ -382,22 +380,6 @@ def emit_trace(
         trace(step_index, block_index, x.clone())
 
 
-def native_llada(model: torch.nn.Module) -> LLaDAModelLM | None:
-    """The native LLaDA model inside `model` (peft, DDP / accelerate wrappers unwrapped), or
-    None when there is none."""
-    inner = model
-    for _ in range(8):
-        if isinstance(inner, LLaDAModelLM):
-            return inner
-        if hasattr(inner, "get_base_model"):  # peft
-            inner = inner.get_base_model()
-        elif isinstance(getattr(inner, "module", None), torch.nn.Module):  # DDP / accelerate
-            inner = inner.module
-        else:
-            break
-    return None
-
-
 def block_logits(
     model: torch.nn.Module,
     rows: torch.Tensor,
@@ -409,16 +391,10 @@ def block_logits(
 ) -> torch.Tensor:
     """Logits [R, end - start, V] of positions [start, end) of a full forward over `rows`.
 
-    A native LLaDA model (also inside a peft / DDP wrapper, which is still what is called)
-    computes the final norm and LM head for those positions only (`logits_to_keep`): the
-    sampler reads one block, and the head over the whole sequence was ~10 % of a tiny model's
-    sampler step. Other models (and Dream-style logit shift) compute all logits and slice.
-    The kept logits equal the slice of the full ones up to the GEMM's blocking for fewer rows
-    (bit for bit in the tests' float64 models; <= 1 float32 ulp seen otherwise).
+    The sampler reads one block, so a native LLaDA computes the head for the block only
+    (`model_logits`'s `keep`; the head over the whole sequence was ~10 % of a tiny model's
+    sampler step).
     """
-    if logit_shift or native_llada(model) is None:
-        return model_logits(model, rows, attention_mask, logit_shift=logit_shift)[:, start:end]
-    kwargs = {}
-    if attention_mask is not None and not bool(attention_mask.bool().all()):
-        kwargs["attention_mask"] = attention_mask
-    return model(input_ids=rows, logits_to_keep=slice(start, end), **kwargs).logits
+    return model_logits(
+        model, rows, attention_mask, logit_shift=logit_shift, keep=slice(start, end)
+    )
