@@ -79,6 +79,9 @@ def interrupt_child():
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # A shell without job control starts background jobs with SIGINT ignored, which
+            # the child would inherit (and then never see Ctrl-C): give it the default back.
+            preexec_fn=lambda: _signal.signal(_signal.SIGINT, _signal.SIG_DFL),
         ) as proc:
             try:
                 deadline = time.monotonic() + timeout
