@@ -136,9 +136,26 @@ class NoiseState:
 
 @dataclass
 class ObjectiveContext:
-    """What an objective needs from `d1.recipes.grpo.update.UpdateSettings` (no import cycle)."""
+    """The settings an objective reads. `d1.recipes.grpo.update.UpdateSettings` extends it with
+    the update's own (mu, micro-batch, chunking, aggregation, the objective's name and options),
+    so the trainer's settings are passed as they are.
+
+    Attributes:
+        mask_id: the mask token id.
+        num_generations: G, the group size (wd1 normalises its weights per group).
+        seed: run seed (noise depends on (seed, generation batch, k, row) only).
+        p_mask: prompt masking probability (d1's `p_mask_prompt`, 0.15).
+        random_masking: False reuses one noise state for every k (d1's switch).
+        epsilon, epsilon_high: clip range (d1: 0.5 both ways).
+        beta: KL coefficient; 0 skips the reference.
+        estimator: log-prob estimator name (`d1.core.likelihood.list_estimators()`).
+        logit_shift: True for Dream-style models.
+        row_offset: global index of this process's first completion in the generation batch
+            (process index x completions per process): noise is keyed by the completion.
+    """
 
     mask_id: int
+    num_generations: int
     seed: int = 0
     p_mask: float = 0.15
     random_masking: bool = True
@@ -148,7 +165,6 @@ class ObjectiveContext:
     estimator: str = "d1_one_step"
     logit_shift: bool = False
     row_offset: int = 0
-    num_generations: int = 1
 
 
 # ----------------------------------------------------------------------------- options

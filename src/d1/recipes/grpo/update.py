@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,27 +48,19 @@ __all__ = [
 ]
 
 
-@dataclass
-class UpdateSettings:
-    """Everything the inner iterations need besides the model and the batch.
+@dataclass(kw_only=True)
+class UpdateSettings(ObjectiveContext):
+    """Everything the inner iterations need besides the model and the batch: the objective's
+    settings (`ObjectiveContext`: mask id, G, seed, p_mask, random_masking, epsilon(_high), beta,
+    estimator, logit_shift, row_offset, num_generations) plus the update's own.
 
     Attributes:
         num_iterations: mu, gradient steps per generation batch (d1: 12 GSM8K/MATH, 8 others).
         micro_batch_size: completions per forward/backward (gradient accumulation unit).
-        num_generations: G (for the group aggregation).
-        mask_id: the mask token id.
-        seed: run seed (prompt masks depend on (seed, generation batch, k, row) only).
-        p_mask: prompt masking probability (d1's `p_mask_prompt`, 0.15).
-        random_masking: False reuses one prompt mask for every k (d1's switch).
-        epsilon, epsilon_high: clip range (d1: 0.5 both ways).
         beta: KL coefficient (d1: 0.04); 0 skips the reference.
         aggregation: loss aggregation (`d1.recipes.grpo.loss.AGGREGATIONS`).
-        estimator: log-prob estimator name (`d1.core.likelihood.list_estimators()`).
-        logit_shift: True for Dream-style models.
         logprob_chunk_size: sequences per no-grad forward for old/ref log-probs (None: the
             micro-batch size).
-        row_offset: global index of this process's first completion in the generation batch
-            (process index x completions per process): masks are keyed by the completion.
         objective: the policy objective (`d1.recipes.grpo.objectives.OBJECTIVES`: d1, coupled,
             mc_elbo, wd1); "d1" is diffu-GRPO exactly.
         objective_options: the objective's own options (e.g. `{"n": 4}` for mc_elbo).
@@ -76,19 +68,9 @@ class UpdateSettings:
 
     num_iterations: int
     micro_batch_size: int
-    num_generations: int
-    mask_id: int
-    seed: int = 0
-    p_mask: float = 0.15
-    random_masking: bool = True
-    epsilon: float = 0.5
-    epsilon_high: float | None = None
     beta: float = 0.04
     aggregation: str = "group_token_mean"
-    estimator: str = "d1_one_step"
-    logit_shift: bool = False
     logprob_chunk_size: int | None = None
-    row_offset: int = 0
     objective: str = "d1"
     objective_options: dict[str, Any] = field(default_factory=dict)
 
@@ -101,9 +83,7 @@ class UpdateSettings:
 
     def make_objective(self) -> PolicyObjective:
         """The configured `d1.recipes.grpo.objectives.PolicyObjective`."""
-        # Every field of the context is a field of these settings, under the same name.
-        ctx = ObjectiveContext(**{f.name: getattr(self, f.name) for f in fields(ObjectiveContext)})
-        return make_objective(self.objective, self.objective_options, ctx)
+        return make_objective(self.objective, self.objective_options, self)
 
     @property
     def chunk(self) -> int:
