@@ -8,9 +8,10 @@ Modes (`--compare faithful,fast`, or one of them with `--mode`):
   then, at rollout time, the old policy's log-probs for ALL mu prompt masks in one giant no-grad
   forward of mu x N rows (also for k = 0, where d1 computes and never needs them) and the
   reference policy's log-probs for all mu masks in a second giant forward; then mu optimizer
-  steps, each one forward + backward of the current log-probs. It uses none of
-  `d1.recipes.grpo.update` / `d1.core.likelihood` / `d1.recipes.grpo.loss` (its estimator and loss are written out
-  below, d1's formulas), so changes there do not move the baseline. Step k uses mask k for
+  steps, each one forward + backward of the current log-probs. Its update uses neither
+  `d1.recipes.grpo.update` nor `d1.core.likelihood` nor the project's loss (its estimator and
+  loss are written out below, d1's formulas), so changes there do not move the baseline; the
+  rollout's completion mask (`d1.recipes.grpo.loss.completion_mask`) is shared by both modes. Step k uses mask k for
   every micro-batch (d1's trainer advanced the mask index per micro-batch, a bug that changes
   which masks are used, not the cost).
 - **fast** is the project's path with its defaults: rollouts with `GRPOSection().sampler` (the
@@ -72,6 +73,7 @@ import torch
 
 from d1.core.sampling import SamplerConfig, sample
 from d1.recipes.grpo.config import GRPOSection
+from d1.recipes.grpo.loss import completion_mask
 from d1.recipes.grpo.schedule import iteration_prompt_mask
 from d1.recipes.grpo.update import ComputeCounter, Reference, UpdateSettings, policy_step
 from d1.recipes.grpo.update import prepare_policy_batch as prepare
@@ -118,14 +120,6 @@ def even_share_reward(completion_ids: torch.Tensor, completion_mask: torch.Tenso
     """Share of even token ids among each completion's valid tokens (W1's toy reward)."""
     even = ((completion_ids % 2 == 0) & completion_mask).sum(1).float()
     return even / completion_mask.sum(1).clamp(min=1).float()
-
-
-def first_eos_mask(completion_ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
-    """True up to and including the first EOS (docs/method.md §4)."""
-    if eos_id is None:
-        return torch.ones_like(completion_ids, dtype=torch.bool)
-    is_eos = (completion_ids == eos_id).int()
-    return (torch.cumsum(is_eos, 1) - is_eos) == 0
 
 
 class Echo(Task):
@@ -227,7 +221,7 @@ def _token_rollout(
                 outs.append(out[:, ids.shape[1] :])
         model.train()
         completion = torch.cat(outs)
-        cmask = first_eos_mask(completion, eos_id)
+        cmask = completion_mask(completion, eos_id)
         return Rollout(ids, mask, completion, cmask, even_share_reward(completion, cmask))
 
     return rollout

