@@ -59,6 +59,18 @@ def tiny_model(tiny_model_factory):
 
 
 @pytest.fixture
+def echo_task(monkeypatch):
+    """Register the toy task "echo" for this test only; keep torch's thread count as it was."""
+    import d1.tasks
+    from toy_tasks import TOY_TASKS
+
+    monkeypatch.setitem(d1.tasks._REGISTRY, "echo", TOY_TASKS["echo"])
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def interrupt_child():
     """`interrupt(script, args, marker, sig, timeout=300)`: run `python -c script *args` with one
     thread, wait until it creates the file `marker`, send it signal `sig` and wait for it to

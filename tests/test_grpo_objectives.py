@@ -498,17 +498,6 @@ def test_bad_option_fails_before_any_model_loads(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- end to end
 
 
-@pytest.fixture
-def echo_task(monkeypatch):
-    import d1.tasks
-    from toy_tasks import TOY_TASKS
-
-    monkeypatch.setitem(d1.tasks._REGISTRY, "echo", TOY_TASKS["echo"])
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _run_overrides(out: Path, run: str, objective: str, *extra: str) -> list[str]:
     base = {
         "model.name_or_path": "tiny-xs",

@@ -18,17 +18,6 @@ from toy_tasks import TOY_TASKS
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "grpo"
 
 
-@pytest.fixture
-def echo_task(monkeypatch):
-    """Register the toy task for this test only; keep torch's thread count as it was."""
-    import d1.tasks
-
-    monkeypatch.setitem(d1.tasks._REGISTRY, "echo", TOY_TASKS["echo"])
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_overrides(out: Path, **extra: str) -> list[str]:
     base = {
         "model.name_or_path": "tiny-xs",
