@@ -7,7 +7,14 @@ from typing import Literal
 
 import pytest
 
-from d1.config import ConfigError, config_to_dict, load_config, parse_override, save_config
+from d1.config import (
+    ConfigError,
+    config_or_load,
+    config_to_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
 from d1.recipes.sft import SFTConfig
 from d1.training.config import LLADA_LORA_TARGETS
 
@@ -202,3 +209,14 @@ def test_full_finetune_and_qlora_check():
     assert cfg.lora is None
     with pytest.raises(ConfigError, match=r"'model\.load_in_4bit'"):
         load_config(SFTConfig, None, ["lora=null", "model.load_in_4bit=true"])
+
+
+def test_config_or_load_takes_an_object_or_a_path(tmp_path) -> None:
+    cfg = load_config(SFTConfig, None, ["train.max_steps=3"])
+    assert config_or_load(SFTConfig, cfg) is cfg
+    with pytest.raises(ValueError, match="not with a SFTConfig object"):
+        config_or_load(SFTConfig, cfg, ["train.max_steps=4"])
+    assert config_or_load(SFTConfig, None, ["train.max_steps=5"]).train.max_steps == 5
+    path = tmp_path / "sft.yaml"
+    save_config(cfg, path)
+    assert config_or_load(SFTConfig, path, ["optim.learning_rate=0.5"]).train.max_steps == 3

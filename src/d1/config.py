@@ -461,6 +461,18 @@ def config_from_dict(
     return cfg
 
 
+def config_or_load(cls: type[T], config: T | str | Path | None, overrides: Sequence[str] = ()) -> T:
+    """`config` itself when it already is a `cls`, else `load_config(cls, config, overrides)`
+    (a YAML path, or None for the defaults): the one entry of the Python API's trainers."""
+    if isinstance(config, cls):
+        if overrides:
+            raise ValueError(
+                f"Pass overrides together with a YAML path, not with a {cls.__name__} object."
+            )
+        return config
+    return load_config(cls, config, list(overrides))
+
+
 def load_config(
     cls: type[T],
     path: str | Path | None = None,

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from d1.config import ConfigError, load_config
+from d1.config import ConfigError, config_or_load
 from d1.core.sampling import SamplingStats
 from d1.recipes.grpo.advantages import AdvantageResult, compute_advantages
 from d1.recipes.grpo.config import GRPOConfig
@@ -223,12 +223,7 @@ def train_grpo(
     Returns:
         A `GRPOResult` (run folder, final step, last checkpoint, last logged metrics, compute).
     """
-    if isinstance(config, GRPOConfig):
-        if overrides:
-            raise ValueError("Pass overrides together with a YAML path, not with a GRPOConfig.")
-        cfg = config
-    else:
-        cfg = load_config(GRPOConfig, config, list(overrides))
+    cfg = config_or_load(GRPOConfig, config, overrides)
     # The launch first (process count, backend, 4-bit), then the tasks: both fail before a
     # model is loaded.
     check_launch(cfg, LaunchPlan.from_env())

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from d1.config import ConfigError, load_config
+from d1.config import ConfigError, config_or_load
 from d1.core.masking import blockwise_forward_process, forward_process
 from d1.core.models.forward import model_logits
 from d1.recipes.sft.config import SFTConfig
@@ -208,12 +208,7 @@ def train_sft(
         config: an `SFTConfig`, or a YAML path (None: the defaults) read with `overrides`.
         overrides: `key=value` strings (only with a path / None).
     """
-    if isinstance(config, SFTConfig):
-        if overrides:
-            raise ValueError("Pass overrides together with a YAML path, not with an SFTConfig.")
-        cfg = config
-    else:
-        cfg = load_config(SFTConfig, config, list(overrides))
+    cfg = config_or_load(SFTConfig, config, overrides)
     run = TrainingRun(
         cfg, train=cfg.train, optim=cfg.optim, model_cfg=cfg.model, lora=cfg.lora, command="sft"
     )
