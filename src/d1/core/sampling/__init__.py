@@ -4,8 +4,10 @@ Modules, one concept each:
 
 - `steps`: the pieces every sampler is made of (schedule, canvas, proposals, top-k and
   threshold selection, CFG guide, checks, `SamplingStats`);
-- `reference`: LLaDA's semi-autoregressive low-confidence remasking sampler, step for step;
-- `fast`: the same with Fast-dLLM's block KV cache, threshold decoding and EOS early exit;
+- `fast`: the decoding loop: LLaDA's semi-autoregressive low-confidence remasking sampler with
+  Fast-dLLM's block KV cache, threshold decoding and EOS early exit as options;
+- `reference`: LLaDA's sampler step for step (the loop with every option off) and its
+  documentation;
 - `registry`: the samplers `SamplerConfig.name` selects (an explicit table);
 - `config`: `SamplerConfig` (every knob) and `sample` (runs it);
 - `text`: strings in, strings out (`encode_prompts`, `decode_completions`, `generate_text`).

@@ -1,6 +1,7 @@
 """Fast sampling (Fast-dLLM): block KV cache, threshold decoding, EOS early exit.
 
-`generate_fast` is LLaDA's semi-autoregressive sampler (`d1.core.sampling.reference.generate`) with
+`generate_fast` is LLaDA's semi-autoregressive sampler (`d1.core.sampling.reference.generate`,
+which runs this loop without cache or threshold) with
 Fast-dLLM's training-free accelerations (Wu et al. 2025), usable separately or together
 (docs/method.md §2):
 
@@ -32,8 +33,8 @@ Everything else is the reference sampler's, through the shared steps of `d1.core
 Gumbel-max in float64, low-confidence or random remasking, CFG, the mask token never proposed,
 committed tokens never remasked, randomness only from the `torch.Generator` and drawn in the
 same order and shapes (Gumbel noise `[B, block_length, V]`, then remasking scores
-`[B, block_length]`, once per step). With `cache="none"` and `threshold=None` it reproduces the
-reference sampler token for token.
+`[B, block_length]`, once per step). With `cache="none"` and `threshold=None` it *is* the
+reference sampler (`generate` runs this loop so).
 
 The cache needs the native LLaDA model (`d1.core.models.LLaDAModelLM`, also inside a peft or DDP
 wrapper); threshold decoding and early exit work with any model `model_logits` can call.
@@ -197,7 +198,7 @@ def generate_fast(
             elif not bool((x[:, start:end] == mask_id).any()):
                 break
             if lm is None:
-                # Exactly the reference sampler's call.
+                # A full forward per step: the reference sampler.
                 rows = model_rows(0)
                 raw = block_logits(model, rows, rows_attn, start, end, logit_shift=logit_shift)
             elif kv is None:

@@ -31,26 +31,18 @@ Where we differ from the official script, on purpose:
   RNG). Draw order per step: Gumbel noise `[B, block_length, V]` float64 (temperature > 0 only),
   then the `random` remasking scores `[B, block_length]` float32.
 
-The steps themselves live in `d1.core.sampling.steps`, shared with the fast sampler.
+The steps themselves live in `d1.core.sampling.steps`, and the decoding loop is the fast
+sampler's (`d1.core.sampling.fast.generate_fast` with `cache="none"` and no threshold, which
+adds nothing to this algorithm); `tests/test_sampling.py` checks it token for token against a
+slow per-sequence reference written from the steps above.
 """
 
 from __future__ import annotations
 
 import torch
 
-from d1.core.sampling.steps import (
-    SamplingStats,
-    TraceFn,
-    block_logits,
-    check_inputs,
-    emit_trace,
-    guide,
-    init_canvas,
-    num_transfer_tokens,
-    propose_masked,
-    select_top_k,
-    uncond_prompt,
-)
+from d1.core.sampling.fast import generate_fast
+from d1.core.sampling.steps import SamplingStats, TraceFn
 
 __all__ = ["generate"]
 
@@ -102,7 +94,10 @@ def generate(
     Returns:
         [B, P + gen_length] int64: the prompts followed by their completions.
     """
-    check_inputs(
+    # One decoding loop serves both samplers: the fast sampler without cache or threshold is
+    # this algorithm step for step (its cache and threshold branches are all it adds).
+    return generate_fast(
+        model,
         input_ids,
         attention_mask,
         gen_length=gen_length,
@@ -113,49 +108,9 @@ def generate(
         remasking=remasking,
         mask_id=mask_id,
         generator=generator,
+        logit_shift=logit_shift,
+        trace=trace,
+        cache="none",
+        threshold=None,
+        stats=stats,
     )
-    x, attn = init_canvas(input_ids, attention_mask, gen_length, mask_id)
-    prompt_len = input_ids.shape[1]
-    use_cfg = cfg_scale > 0.0
-    if use_cfg:
-        prompt_uncond = uncond_prompt(input_ids, attention_mask, mask_id)
-        attn_cfg = torch.cat([attn, attn], dim=0) if attn is not None else None
-
-    num_blocks = gen_length // block_length
-    steps_per_block = steps // num_blocks
-    step_index = 0
-    for block_index in range(num_blocks):
-        start = prompt_len + block_index * block_length
-        end = start + block_length
-        schedule = num_transfer_tokens(x[:, start:end] == mask_id, steps_per_block)
-        for j in range(steps_per_block):
-            if use_cfg:
-                x_uncond = x.clone()
-                x_uncond[:, :prompt_len] = prompt_uncond
-                rows = torch.cat([x, x_uncond])
-                both = block_logits(model, rows, attn_cfg, start, end, logit_shift=logit_shift)
-                logits = guide(both, cfg_scale)
-            else:
-                rows = x
-                logits = block_logits(model, x, attn, start, end, logit_shift=logit_shift)
-                # float64 for Gumbel-max and confidences; for a float64 model this stays a view of
-                # its output, which is fine: nothing else reads that output.
-                logits = logits.to(torch.float64)
-            block = x[:, start:end]
-            x0, confidence, masked = propose_masked(
-                block,
-                logits,
-                mask_id=mask_id,
-                temperature=temperature,
-                remasking=remasking,
-                generator=generator,
-            )
-            # `& masked` keeps committed tokens fixed even if k ever exceeded the masked count.
-            transfer = select_top_k(confidence, schedule[:, j]) & masked
-            x[:, start:end] = torch.where(transfer, x0, block)
-            emit_trace(trace, step_index, block_index, x)
-            if stats is not None:
-                stats.count_call(rows, cached=False)
-                stats.steps += 1
-            step_index += 1
-    return x
