@@ -423,6 +423,16 @@ def run_tests(
         cut = False
         deadline = start + limits.timeout_s
         timed_out = False
+
+        def keep(fd: int, chunk: bytes) -> bool:
+            """Append what fits under fd's cap; True when a stdout / stderr chunk did not fit
+            (the output is then reported cut; the record channel never marks it)."""
+            buf = buffers[fd]
+            room = caps[fd] - len(buf)
+            if room > 0:
+                buf += chunk[:room]
+            return len(chunk) > room and fd != read_fd
+
         with selectors.DefaultSelector() as sel:
             for fd_ in buffers:
                 os.set_blocking(fd_, False)
@@ -440,12 +450,7 @@ def run_tests(
                     if not chunk:
                         sel.unregister(key.fd)
                         continue
-                    buf = buffers[key.fd]
-                    room = caps[key.fd] - len(buf)
-                    if room > 0:
-                        buf += chunk[:room]
-                    if len(chunk) > room and key.fd != read_fd:
-                        cut = True
+                    cut = keep(key.fd, chunk) or cut
             if not timed_out:
                 try:
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -462,12 +467,7 @@ def run_tests(
                         break
                     if not chunk:
                         break
-                    buf = buffers[key.fd]
-                    room = caps[key.fd] - len(buf)
-                    if room > 0:
-                        buf += chunk[:room]
-                    if len(chunk) > room and key.fd != read_fd:
-                        cut = True
+                    cut = keep(key.fd, chunk) or cut
         duration = time.monotonic() - start
         rec = _parse_records(bytes(buffers[read_fd]), nonce, total)
         stdout = bytes(buffers[proc.stdout.fileno()]).decode("utf-8", "replace")
