@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -228,3 +229,23 @@ def test_a_finalizer_past_the_deadline_is_not_interrupted(monkeypatch) -> None:
         gc.callbacks.remove(slow_gc_callback)
     assert out == ("cut", True) and 0.3 <= spent < 2.0
     assert unraisable == []
+
+    # A weakref callback runs from C: no frame says "finalizer", so the expiry fires inside
+    # it and Python swallows it; it must not reach the unraisable hook, and the re-fire
+    # still stops the code after it.
+    def slow_callback() -> None:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            pass
+
+    class Owner:
+        pass
+
+    def finalize_then_spin() -> None:
+        weakref.finalize(Owner(), slow_callback)  # the owner dies at once: the callback runs
+        spin()
+
+    out, spent = _timed(finalize_then_spin, seconds=0.1)
+    assert out == ("cut", True) and 0.1 <= spent < 1.5
+    assert unraisable == []
+    assert sys.unraisablehook == unraisable.append  # put back after the limit

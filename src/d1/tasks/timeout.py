@@ -40,6 +40,7 @@ import itertools
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -244,6 +245,47 @@ def _watchdog_exit(limit: Limit) -> None:
     _async_raise(tid, None)  # drop an exception fired after the block's code finished
 
 
+# -- swallowed expiries --------------------------------------------------------------------------
+
+
+class _UnraisableFilter:
+    """While any limit is active (any thread), `sys.unraisablehook` drops `TimeLimitExceeded`.
+
+    An expiry that fires inside code Python calls from C and whose exceptions it swallows (a
+    weakref callback, a finalizer `_in_finalizer` cannot see) is handed to the unraisable hook,
+    where test runners report it as an error; the re-fire stops the code after it anyway. The
+    hook in place when the first limit starts is wrapped and put back when the last one ends
+    (if nobody replaced it meanwhile).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._previous: Any = None
+
+    def _hook(self, unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, TimeLimitExceeded):
+            self._previous(unraisable)
+
+    def enter(self) -> None:
+        with self._lock:
+            self._active += 1
+            if self._active == 1:
+                self._previous = sys.unraisablehook
+                sys.unraisablehook = self._hook
+
+    def exit(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                if sys.unraisablehook == self._hook:
+                    sys.unraisablehook = self._previous
+                self._previous = None
+
+
+_unraisable_filter = _UnraisableFilter()
+
+
 # -- public API ----------------------------------------------------------------------------------
 
 
@@ -270,6 +312,7 @@ def time_limit(seconds: float | None) -> Iterator[Limit]:
     enter, leave = (
         (_signal_enter, _signal_exit) if use_signal else (_watchdog_enter, _watchdog_exit)
     )
+    _unraisable_filter.enter()
     enter(limit)
     try:
         yield limit
@@ -289,6 +332,7 @@ def time_limit(seconds: float | None) -> Iterator[Limit]:
                 break
             except TimeLimitExceeded:
                 continue
+        _unraisable_filter.exit()
 
 
 def call_with_time_limit(
