@@ -736,6 +736,31 @@ def test_fake_records_and_output_do_not_count():
     assert (r.passed, r.status) == (0, "failed")
 
 
+def test_long_records_cannot_crowd_out_the_verdicts():
+    """Records whose text the candidate chooses (blocked paths, exception names) are cut to a
+    bounded length, so a correct solution that first tries many long forbidden paths still
+    passes, and a failure with a huge exception name still counts as a failure."""
+    code = src(
+        """
+        for _ in range(40):
+            try:
+                open("/proc/" + "a" * 2000)
+            except OSError:
+                pass
+
+        def f():
+            return 1
+
+        def g():
+            raise type("E" * 5000, (Exception,), {})()
+        """
+    )
+    r = run_tests(code, ["assert f() == 1", "g()"])
+    assert (r.passed, r.status, r.truncated) == (1, "failed", False)
+    assert r.outcomes[0] == "passed" and r.outcomes[1].startswith("EEEE")
+    assert len(r.outcomes[1]) < 256
+
+
 def test_monkeypatching_the_harness_does_not_count():
     code = src(
         """

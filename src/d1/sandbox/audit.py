@@ -113,6 +113,10 @@ _DEV_ALLOWED: frozenset[str] = frozenset(
 _PROC_ALLOWED: frozenset[str] = frozenset({"/proc/cpuinfo", "/proc/meminfo", "/proc/stat"})
 
 RECORD_LIMIT_BLOCKED = 32  # at most this many "blocked" records per run
+# Every result record (nonce, line, newline) is at most this long: the parent's buffer holds
+# this much per record, so a long path or exception name chosen by the candidate can neither
+# grow it nor crowd out the records that follow.
+RECORD_BYTES = 256
 
 
 def _make_resolver(on_loop):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from d1.sandbox.audit import make_audit_hook
+from d1.sandbox.audit import RECORD_BYTES, make_audit_hook
 from d1.sandbox.seccomp import install_seccomp
 
 
@@ -178,8 +178,10 @@ def _child_main(config_path: str) -> None:
     code_src, setup_src, test_srcs = cfg["code"], cfg["setup"], list(cfg["tests"])
     del cfg
 
+    room = RECORD_BYTES - len(prefix) - 1
+
     def report(line: str) -> None:
-        _write(result_fd, prefix + line.encode("ascii", "replace") + b"\n")
+        _write(result_fd, prefix + line.encode("ascii", "replace")[:room] + b"\n")
 
     class Timeout(BaseException):  # reported as the outcome "Timeout"
         """Raised by the per-test alarm; a BaseException so `except Exception` cannot hide it."""

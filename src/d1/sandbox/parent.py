@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from d1.sandbox.audit import RECORD_LIMIT_BLOCKED
+from d1.sandbox.audit import RECORD_BYTES, RECORD_LIMIT_BLOCKED
 
 # The child: a fresh interpreter that imports the harness from this very installation and runs
 # it on the job file. It needs only the child modules (harness, seccomp, audit: standard library
@@ -413,7 +413,7 @@ def run_tests(
         finally:
             child_sock.close()
         cap = limits.max_output_bytes
-        record_cap = 256 * (total + RECORD_LIMIT_BLOCKED + 8)
+        record_cap = RECORD_BYTES * (total + RECORD_LIMIT_BLOCKED + 8)
         buffers = {
             proc.stdout.fileno(): bytearray(),
             proc.stderr.fileno(): bytearray(),
