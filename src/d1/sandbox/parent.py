@@ -20,8 +20,9 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from d1.sandbox.audit import RECORD_BYTES, RECORD_LIMIT_BLOCKED
 
@@ -119,6 +120,15 @@ class SandboxLimits:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.max_open_files < 16:
             raise ValueError("max_open_files must be >= 16 (the interpreter needs a few).")
+
+    def with_fields(self, values: Mapping[str, Any], *, where: str = "") -> SandboxLimits:
+        """These limits with `values` ({field: value}) over them; an unknown field is a
+        ValueError naming it (and `where` it came from) and the known ones."""
+        known = sorted(f.name for f in fields(self))
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown sandbox limit(s) {unknown}{where}; known: {known}.")
+        return replace(self, **values)
 
 
 @dataclass(frozen=True)
@@ -326,18 +336,21 @@ def run_tests(
     test_srcs = _as_tests(tests)
     limits = limits or SandboxLimits()
     if limit_overrides:
-        unknown = set(limit_overrides) - set(SandboxLimits.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"Unknown sandbox limits {sorted(unknown)}; see SandboxLimits.")
-        limits = replace(limits, **limit_overrides)  # type: ignore[arg-type]
+        limits = limits.with_fields(limit_overrides)
     total = len(test_srcs)
     if total == 0:
         return SandboxResult(passed=0, total=0, status="no_tests")
     if sys.platform != "linux":
         raise SandboxError("The code sandbox needs Linux (resource limits, /proc).")
     runner = limits.runner
+    pytest_style = any("__d1_call__" in t for t in test_srcs)
     if runner == "auto":
-        runner = "pytest" if any("__d1_call__" in t for t in test_srcs) else "exec"
+        runner = "pytest" if pytest_style else "exec"
+    elif runner == "exec" and pytest_style:
+        raise ValueError(
+            "runner 'exec' cannot run pytest-style tests (they call __d1_call__, which only "
+            "the pytest runner defines); use runner 'auto' or 'pytest'."
+        )
     if runner == "pytest" and python is None and not _pytest_installed():
         raise SandboxError(PYTEST_MISSING.format(python=sys.executable))
 
