@@ -16,7 +16,7 @@ the same machine load; the ratio columns are current / baseline (lower is better
 is measured twice: with the default runner ("auto": assert snippets in the exec loop, pytest
 files under real pytest) and with every job forced through real pytest (`runner="pytest"`).
 
-    .venv/bin/python benchmarks/sandbox.py --baseline fa5d522      # ~1 min on 2 cores
+    .venv/bin/python benchmarks/sandbox.py --baseline fa5d522      # ~4 min on 2 cores
     .venv/bin/python benchmarks/sandbox.py --quick                 # 20 problems, a few runs
 """
 
@@ -119,7 +119,7 @@ def time_single(mod, job, runs: int, **kw) -> tuple[float, str]:
         r = mod.run_tests(code, tests, setup=setup, timeout_s=30, **kw)
         times.append(time.perf_counter() - t0)
         if not r.all_passed:
-            bad = f"{r.passed}/{r.total} {r.outcomes}"
+            bad = f"{r.passed}/{r.total} passed: {r.outcomes}"
     return statistics.median(times), bad
 
 

@@ -4,8 +4,8 @@ Modules: `parent` (`run_tests`, `run_many`, limits, results: the API re-exported
 `harness` (the child process), `pytest_runner` (the child's tests under real pytest),
 `seccomp` (the kernel filter), `audit` (the audit hook).
 
-Code rewards (docs/method.md §5: "run the tests in a separate process with time and memory limits; reward =
-passed / total") call `run_tests` once per completion, or `run_many` for a batch with bounded
+Code rewards (docs/method.md §5: the candidate's tests run in a separate, limited process;
+reward = passed / total) call `run_tests` once per completion, or `run_many` for a batch with bounded
 parallelism. Each run:
 
 1. writes the job to a fresh temporary directory and starts a fresh `python -I -B` running the
@@ -17,7 +17,7 @@ parallelism. Each run:
    root), installs a seccomp-BPF filter and an audit hook (both irrevocable), and only then
    runs the candidate as module `solution`, the test setup, and each test separately, each
    under a per-test alarm;
-3. the harness reports every test outcome on a private pipe, each record tagged with a random
+3. the harness reports every test outcome on a private socket, each record tagged with a random
    nonce the candidate is never handed; the parent counts passes only from tagged records and
    takes `total` from its own list of tests, so printing "passed", exiting early
    (`sys.exit(0)`, `os._exit(0)`), or crashing can never add a pass;
@@ -41,7 +41,7 @@ Layers:
   sockets, signalling other processes, raising resource limits, opening files for writing (or
   creating, deleting, renaming, linking, chmod-ing them) outside the temporary directory,
   opening `/proc` and `/dev` (except null/zero/random: `/proc/self/fd` would expose the result
-  pipe, `/proc/self/mem` the nonce), relative `os.open` (its `dir_fd` is invisible to the
+  socket, `/proc/self/mem` the nonce), relative `os.open` (its `dir_fd` is invisible to the
   hook), `sqlite3` files outside the directory and its extensions, tracing/profiling hooks,
   `sys._current_frames` and the `gc` object walkers. `_posixsubprocess.fork_exec` (no audit
   event) is replaced by a refusal, so `import subprocess` (which pytest needs) still works.

@@ -5,7 +5,7 @@ filter, before any untrusted code, and irrevocable. It refuses creating processe
 `ctypes` / `cffi` / sub-interpreters / CPython's test modules, every `ctypes` call, sockets,
 signalling other processes, raising resource limits, writes (and creating, deleting, renaming,
 linking, chmod-ing) outside the sandbox directory, opening `/proc` and `/dev` (but for a few
-harmless files: `/proc/self/fd` would expose the result pipe, `/proc/self/mem` the nonce),
+harmless files: `/proc/self/fd` would expose the result socket, `/proc/self/mem` the nonce),
 relative `os.open`, `sqlite3` outside the directory and its extensions, tracing/profiling and
 the `gc` object walkers. See the package docstring (`d1/sandbox/__init__.py`) for what this
 does and does not guarantee.
