@@ -30,7 +30,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import d1.core.sampling.fast as fast_mod
-import d1.core.sampling.reference as ref_mod
 import d1.core.sampling.steps as steps_mod
 from d1.core.models.forward import model_logits
 from d1.core.models.modeling_llada import RopeTable, rope_cos_sin, signed_sin
@@ -42,7 +41,7 @@ from grpo_step import w1_model
 def no_rope_table() -> Iterator[None]:
     original = RopeTable.lookup
 
-    def recompute(self, position_ids, offset, length, device):
+    def recompute(self, position_ids, offset, length, device, bound=None):
         pos = (
             torch.arange(offset, offset + length, device=device)
             if position_ids is None
@@ -65,13 +64,12 @@ def full_logits() -> Iterator[None]:
     def full(model, rows, attention_mask, start, end, *, logit_shift):
         return model_logits(model, rows, attention_mask, logit_shift=logit_shift)[:, start:end]
 
-    for mod in (ref_mod, fast_mod):
-        mod.block_logits = full
+    # The one decoding loop (the reference sampler runs it too) calls block_logits.
+    fast_mod.block_logits = full
     try:
         yield
     finally:
-        for mod in (ref_mod, fast_mod):
-            mod.block_logits = original
+        fast_mod.block_logits = original
 
 
 @contextlib.contextmanager

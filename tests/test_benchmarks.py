@@ -22,20 +22,21 @@ def _load(name: str):
     return module
 
 
-def _run_quick(script: str) -> str:
-    """stdout of `benchmarks/<script> --quick` (wide, so rich tables are not cut)."""
+def _run(script: str, *args: str) -> str:
+    """stdout of `benchmarks/<script> ARGS` (default `--quick`; wide, so rich tables are not
+    cut; one torch thread)."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), *(args or ("--quick",))],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"},
     ).stdout
 
 
 def test_sampling_benchmark_quick_prints_every_mode() -> None:
-    out = _run_quick("sampling.py")
+    out = _run("sampling.py")
     rows = [line for line in out.splitlines() if line.count("|") == 6]  # progress rows
     modes = [row.split("|")[2].strip() for row in rows]
     # 2 gen lengths x 2 batch sizes, each with the five modes, the reference first.
@@ -96,13 +97,7 @@ def test_random_prompts_never_hold_the_mask_token() -> None:
 def test_gpu_check_tiny_runs_every_row() -> None:
     """`gpu_check.py --tiny`: the GPU script's rows on the tiny model on the CPU, each measured
     (the 4-bit row says it needs bitsandbytes where that is not installed)."""
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
+    out = _run("gpu_check.py", "--tiny")
     rows = [line.split(" | ") for line in out.splitlines() if line.count(" | ") == 5]
     checks = [row[0] for row in rows]
     assert checks == [
@@ -152,7 +147,7 @@ def test_gpu_check_rows_are_isolated(capsys) -> None:
 
 
 def test_rewards_benchmark_quick_prints_every_task_and_function() -> None:
-    out = _run_quick("rewards.py")
+    out = _run("rewards.py")
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
     rows = [r for r in rows if r and r[0] not in ("", "task")]
     pairs = {(r[0], r[1]) for r in rows}
@@ -171,15 +166,22 @@ def test_rewards_benchmark_quick_prints_every_task_and_function() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux-only")
 def test_sandbox_benchmark_quick_prints_every_row() -> None:
-    script = str(ROOT / "benchmarks" / "sandbox.py")
-    out = subprocess.run(
-        [sys.executable, script, "--quick", "--rounds", "1", "--single-runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env={**os.environ, "COLUMNS": "200"},
-    ).stdout
+    out = _run("sandbox.py", "--quick", "--rounds", "1", "--single-runs", "1")
     for row in ("single run (s)", "pytest file (s)", "HumanEval 20, run_many (s)"):
         line = next(line for line in out.splitlines() if row in line)
         assert "/" not in line  # every job passed: no "(k/n ... passed ...)" note
+
+
+def test_model_fastpaths_switches_each_path_off_with_the_same_tokens() -> None:
+    """`model_fastpaths.py`: every variant runs (each restores the computation a speed path
+    replaced) and gives the tokens of the current code."""
+    out = _run("model_fastpaths.py", "--repeats", "1")
+    rows = [
+        ln.split("|")[1:-1] for ln in out.splitlines() if ln.startswith("| ") and "|---" not in ln
+    ]
+    rows = [[c.strip() for c in r] for r in rows[1:]]  # without the header
+    variants = ["all", "no RoPE table", "full logits", "Gumbel temporaries"]
+    assert [(r[0], r[1]) for r in rows] == [
+        (s, v) for s in ("reference", "fast, dual cache") for v in variants
+    ]
+    assert all(r[-1] == "True" for r in rows)
