@@ -31,8 +31,9 @@ once per generation batch and amortised over its mu steps):
 
 wall seconds, and CPU seconds of the worker (steadier than wall time on a shared machine), plus
 memory: the worker's peak RSS growth over the timed batches (CPU; CUDA: peak allocated) and the
-largest no-grad log-prob batch's logits, mu x N x L x V floats for faithful, chunk x L x V for
-fast (bounded in mu).
+largest logits tensor an old / reference log-prob forward returned (measured by a forward
+hook): mu x N rows x all L positions for faithful, a chunk of rows x the completion's positions
+for fast (bounded in mu).
 
 Workloads:
 
@@ -72,6 +73,7 @@ from typing import Any
 import torch
 
 from d1.core.sampling import SamplerConfig, sample
+from d1.recipes.grpo.advantages import compute_advantages
 from d1.recipes.grpo.config import GRPOSection
 from d1.recipes.grpo.loss import completion_mask
 from d1.recipes.grpo.schedule import iteration_prompt_mask
@@ -261,7 +263,13 @@ def build_workload(args: argparse.Namespace) -> Workload:
             w1_ids, args.num_generations, args.micro_batch, cfg.mask_token_id, cfg.eos_token_id
         )
         return Workload(
-            "W1", model, cfg.mask_token_id, cfg.eos_token_id, lr=1e-4, rollout_fn=fn, **g_common
+            "W1",
+            model,
+            cfg.mask_token_id,
+            cfg.eos_token_id,
+            lr=1e-4 if args.lr is None else args.lr,
+            rollout_fn=fn,
+            **g_common,
         )
 
     from d1.core.models import load_model
@@ -304,7 +312,7 @@ def build_workload(args: argparse.Namespace) -> Workload:
             model,
             mask_id,
             eos_id,
-            lr=args.lr,
+            lr=1e-5 if args.lr is None else args.lr,
             rollout_fn=sudoku,
             logit_shift=spec.logit_shift,
             **g_common,
@@ -350,7 +358,7 @@ def build_workload(args: argparse.Namespace) -> Workload:
         model,
         mask_id,
         eos_id,
-        lr=args.lr,
+        lr=1e-5 if args.lr is None else args.lr,
         rollout_fn=fn,
         logit_shift=spec.logit_shift,
         **g_common,
@@ -399,7 +407,7 @@ class Split:
 
 class TimedReference(Reference):
     """`Reference` whose policy context counts as phase "ref" wherever `d1.recipes.grpo.update` opens
-    it (per inner step today; once per generation batch if the update precomputes it)."""
+    it (once per generation batch: `prepare_policy_batch` precomputes them)."""
 
     def __init__(self, model: torch.nn.Module, frozen: torch.nn.Module, split: Split) -> None:
         super().__init__(model, frozen=frozen)
@@ -449,6 +457,34 @@ def _reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+class NoGradLogits:
+    """The largest logits tensor a no-grad forward of the policy or the reference returned
+    while `on` (the old / reference log-probs), measured by a forward hook: its rows and MiB."""
+
+    def __init__(self, *models: torch.nn.Module) -> None:
+        self.on = False
+        self.rows = 0
+        self.bytes = 0
+        for m in models:
+            m.register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: Any, out: Any) -> None:
+        if not self.on or torch.is_grad_enabled():
+            return
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        size = logits.numel() * logits.element_size()
+        if size > self.bytes:
+            self.rows, self.bytes = int(logits.shape[0]), size
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        self.on = True
+        try:
+            yield
+        finally:
+            self.on = False
 
 
 # --------------------------------------------------------------------------- d1's schedule
@@ -547,7 +583,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         logprob_chunk_size=args.logprob_chunk,
     )
     batches = max(1, math.ceil(args.opt_steps / mu))
-    nograd_rows = 0
+    nograd = NoGradLogits(model, ref_model)
     rss0 = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -561,7 +597,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         gen = torch.Generator(device=device).manual_seed(b)
         with split.phase("rollout"):
             r = w.rollout_fn(model, sampler, b, gen)
-            adv = r.rewards - r.rewards.view(-1, g).mean(1).repeat_interleave(g)
+            adv = compute_advantages(r.rewards, g).advantages
         n = r.prompt_ids.shape[0]
         if mode == "faithful":
             masks = [
@@ -580,15 +616,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             noise = torch.cat(masks)
             old_all = ref_all = None
             if mu > 1:
-                with split.phase("old"), torch.no_grad():
+                with split.phase("old"), torch.no_grad(), nograd.counting():
                     model.eval()
                     old_all = d1_one_step_logps(model, *giant, noise, w.mask_id).view(mu, n, -1)
                     model.train()
-                nograd_rows = max(nograd_rows, mu * n)
             if w.beta > 0:
-                with split.phase("ref"), torch.no_grad():
+                with split.phase("ref"), torch.no_grad(), nograd.counting():
                     ref_all = d1_one_step_logps(ref_model, *giant, noise, w.mask_id).view(mu, n, -1)
-                nograd_rows = max(nograd_rows, mu * n)
             weights = r.completion_mask.float() / r.completion_mask.sum().clamp(min=1)
             for k in range(mu):
                 for s in range(0, n, w.micro_batch):
@@ -612,20 +646,20 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                     _opt_step(model, opt)
         else:
             start, before = split.now(), {"ref": split.snapshot("ref")}
-            batch = prepare(
-                model,
-                prompt_ids=r.prompt_ids,
-                prompt_mask=r.prompt_mask,
-                completion_ids=r.completion_ids,
-                completion_mask=r.completion_mask,
-                advantages=adv,
-                settings=settings,
-                generation_batch=b,
-                counter=ComputeCounter(),
-                reference=reference,
-            )
+            with nograd.counting():
+                batch = prepare(
+                    model,
+                    prompt_ids=r.prompt_ids,
+                    prompt_mask=r.prompt_mask,
+                    completion_ids=r.completion_ids,
+                    completion_mask=r.completion_mask,
+                    advantages=adv,
+                    settings=settings,
+                    generation_batch=b,
+                    counter=ComputeCounter(),
+                    reference=reference,
+                )
             _within(split, "old", start, ["ref"], before)
-            nograd_rows = max(nograd_rows, settings.logprob_chunk_size or settings.micro_batch_size)
 
             def backward(loss: torch.Tensor) -> None:
                 with split.phase("backward"):
@@ -641,8 +675,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                 with split.phase("optimizer"):
                     _opt_step(model, opt)
     steps = batches * mu
-    seq_len = r.prompt_ids.shape[1] + r.completion_ids.shape[1]
-    vocab = int(model.config.vocab_size)
     out: dict[str, Any] = {
         "mode": mode,
         "mu": mu,
@@ -652,8 +684,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "sampler": sampler.describe(),
         "wall": {p: v / steps for p, v in split.wall.items()},
         "cpu": {p: v / steps for p, v in split.cpu.items()},
-        "nograd_rows": nograd_rows,
-        "nograd_logits_mib": nograd_rows * seq_len * vocab * 4 / 2**20,
+        "nograd_rows": nograd.rows,
+        "nograd_logits_mib": nograd.bytes / 2**20,
         "mean_reward_last": float(r.rewards.mean()),
     }
     out["step_s"] = sum(out["wall"].values())
@@ -746,16 +778,20 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append(best)
     base = {r["mu"]: r for r in rows if r["mode"] == modes[0]}
     mem = "peak MiB (GPU)" if args.device.startswith("cuda") else "RSS growth MiB"
+    # Phases and the bound in CPU seconds of the worker on a CPU (steadier than wall time on a
+    # shared machine), in wall seconds on a GPU (the host's CPU time says little there).
+    clock = "wall" if args.device.startswith("cuda") else "cpu"
+    total = "step_s" if clock == "wall" else "step_cpu_s"
     t = Table(title=f"diffu-GRPO optimizer step, {' vs '.join(modes)}: {_setup(args, w_name)}")
     cols = [
         "mu",
         "mode",
         "s / step",
-        *PHASES,
         "CPU s / step",
+        *(f"{p} ({clock})" for p in PHASES),
         f"vs {modes[0]}",
         f"vs {modes[0]} (CPU)",
-        "rollout-free bound",
+        f"rollout-free bound ({clock})",
         mem,
         "no-grad logits MiB",
     ]
@@ -763,16 +799,16 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         t.add_column(c, justify="right" if c != "mode" else "left")
     for r in rows:
         b = base[r["mu"]]
-        no_rollout = r["step_s"] - r["wall"]["rollout"]
+        no_rollout = r[total] - r[clock]["rollout"]
         t.add_row(
             str(r["mu"]),
             f"{r['mode']}: {r['sampler']}",
             f"{r['step_s']:.4f}",
-            *(f"{r['wall'][p]:.4f}" for p in PHASES),
             f"{r['step_cpu_s']:.4f}",
+            *(f"{r[clock][p]:.4f}" for p in PHASES),
             f"{b['step_s'] / r['step_s']:.2f}x",
             f"{b['step_cpu_s'] / r['step_cpu_s']:.2f}x",
-            f"{b['step_s'] / no_rollout:.2f}x" if no_rollout > 0 else "-",
+            f"{b[total] / no_rollout:.2f}x" if no_rollout > 0 else "-",
             f"{r.get('peak_growth_mib', r['peak_mib']):.1f}",
             f"{r['nograd_logits_mib']:.2f} ({r['nograd_rows']} rows)",
         )
@@ -781,11 +817,12 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         "Seconds per optimizer step: means over "
         f"{args.opt_steps}+ timed optimizer steps after one warm-up generation batch (medians "
         f"of {args.repeats} repeat(s) per mode, modes alternating); rollout and no-grad "
-        "log-probs amortised over the mu steps of their generation batch. 'rollout-free "
-        "bound': the first mode's step over this mode's step without its rollout (the most a "
-        "faster sampler alone could give). 'no-grad logits': the largest no-grad log-prob "
-        "batch's float32 logits (rows x length x vocab): d1's giant batch grows with mu, the "
-        "project's chunks do not."
+        f"log-probs amortised over the mu steps of their generation batch; phases in {clock} "
+        "seconds. 'rollout-free bound': the first mode's step over this mode's step without "
+        "its rollout (the most a faster sampler alone could give). 'no-grad logits': the "
+        "largest logits tensor an old / reference log-prob forward returned (measured): d1's "
+        "giant batch grows with mu and holds every position, the project's chunks do not grow "
+        "and hold the completion's positions only."
     )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
@@ -887,7 +924,7 @@ def main() -> None:
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--beta", type=float, default=0.04)
-    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-5 (W1: 1e-4)")
     p.add_argument(
         "--fast-sampler",
         default=None,
@@ -902,7 +939,6 @@ def main() -> None:
     p.add_argument("--out", default=None, help="run folder for --demo (default: a temp dir)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mu", type=int, default=4, help=argparse.SUPPRESS)
-    p.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.prompts_per_batch is None:
         args.prompts_per_batch = 1 if args.workload == "w1" else 4

@@ -5,6 +5,7 @@ like with like), its W1 preset has the issue's shape, and `--quick --compare` ru
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -71,9 +72,16 @@ def test_faithful_estimator_and_loss_are_the_projects() -> None:
     torch.testing.assert_close(bench.d1_loss(ours, old, ref, adv, weights, 0.5, 0.04), project)
 
 
-def test_quick_compare_prints_both_modes_and_the_split() -> None:
+def test_quick_compare_prints_both_modes_and_the_split(tmp_path: Path) -> None:
+    rows_file = tmp_path / "rows.json"
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "grpo_step.py"), "--quick"],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "grpo_step.py"),
+            "--quick",
+            "--json",
+            str(rows_file),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -87,10 +95,18 @@ def test_quick_compare_prints_both_modes_and_the_split() -> None:
         "mu 4 faithful",
         "mu 4 fast",
     ]
-    for column in ("rollout", "old", "ref", "forward", "backward", "optimizer", "no-grad logits"):
-        assert column in out
-    # d1's giant no-grad batch holds mu x N rows; the project's chunks do not grow with mu.
-    assert "(24 rows)" in out and "(6 rows)" in out
+    header = next(ln for ln in out.splitlines() if ln.startswith("┃") and "s / step" in ln)
+    for column in ("rollout", "old", "ref", "forward", "backward", "optimizer", "rollout-free"):
+        assert column in header
+    rows = {(r["mode"], r["mu"]): r for r in json.loads(rows_file.read_text())}
+    for r in rows.values():
+        assert r["cpu"]["rollout"] > 0 and r["cpu"]["forward"] > 0 and r["cpu"]["backward"] > 0
+    # Measured no-grad logits: d1's giant batch holds mu x N rows (1 prompt x G 6) and every
+    # position; the project's chunks hold the micro-batch and the completion only, at any mu.
+    assert rows[("faithful", 4)]["nograd_rows"] == 24
+    assert rows[("fast", 1)]["nograd_rows"] == rows[("fast", 4)]["nograd_rows"] == 6
+    assert rows[("fast", 4)]["nograd_logits_mib"] == rows[("fast", 1)]["nograd_logits_mib"]
+    assert rows[("fast", 4)]["nograd_logits_mib"] < rows[("faithful", 1)]["nograd_logits_mib"]
 
 
 def test_rl_rollouts_quick_runs_and_reports(tmp_path: Path) -> None:
