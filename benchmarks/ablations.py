@@ -33,12 +33,13 @@ import argparse
 import concurrent.futures as cf
 import dataclasses
 import json
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from d1.recipes.evaluation.stats import format_mean_std, mean_spread
 
 P_MASKS: tuple[float, ...] = (0.0, 0.15, 0.3, 0.5, 0.7)
 MUS: tuple[int, ...] = (1, 2, 4, 8, 12)
@@ -260,14 +261,6 @@ def run_jobs(
 # ----------------------------------------------------------------------------- report
 
 
-def _mean_std(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not xs:
-        return "-"
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
-
-
 def _smooth(curve: list[tuple[int, float]], window: int) -> list[tuple[int, float]]:
     """Trailing moving average of the rollout reward (one generation batch is 16 prompts: a
     single batch's reward is too noisy to say when a level is reached)."""
@@ -340,10 +333,7 @@ def _plot(
             )
         accs = [r["accuracy"] for r in per_seed.values() if r.get("accuracy") is not None]
         if accs:
-            m = sum(accs) / len(accs)
-            sd = (
-                math.sqrt(sum((a - m) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0
-            )
+            m, sd = mean_spread(accs)
             xs.append(i)
             means.append(100 * m)
             stds.append(100 * sd)
@@ -410,11 +400,11 @@ def write_report(
             cols = [
                 str(x),
                 f"{len(ok)}/{len(seeds)}" + (f" (diverged: {bad})" if bad else ""),
-                _mean_std([r["accuracy"] for r in ok.values()]),
-                _mean_std([r["digit_accuracy"] for r in ok.values()]),
+                format_mean_std([r["accuracy"] for r in ok.values()]),
+                format_mean_std([r["digit_accuracy"] for r in ok.values()]),
                 ", ".join(f"{100 * ok[s]['accuracy']:.1f}" for s in sorted(ok)),
-                _mean_std([v for v in fr if v is not None], 1, 3) if fr else "",
-                _mean_std([v for v in dr if v is not None], 1, 3) if dr else "",
+                format_mean_std([v for v in fr if v is not None], 1, 3) if fr else "",
+                format_mean_std([v for v in dr if v is not None], 1, 3) if dr else "",
                 f"{sum(wall) / len(wall):.0f}" if wall else "",
             ]
             lines.append("| " + " | ".join(cols) + " |")
@@ -452,7 +442,7 @@ def _paired(
         ]  # type: ignore[operator]
         wins = sum(v > 0 for v in d), sum(v == 0 for v in d), sum(v < 0 for v in d)
         per = ", ".join(f"{100 * v:+.1f}" for v in d)
-        return f"| {label} | {_mean_std(d)} | {per} | {wins[0]} / {wins[1]} / {wins[2]} |"
+        return f"| {label} | {format_mean_std(d)} | {per} | {wins[0]} / {wins[1]} / {wins[2]} |"
 
     head = ["| comparison | mean ± std (points) | per seed | W / T / L |", "|---|---|---|---|"]
     if ablation == "p_mask":
@@ -500,7 +490,7 @@ def _paired(
         out.append(
             f"| {x} | {', '.join(str(g[s]) if g[s] else '-' for s in sorted(g))} | "
             f"{sum(v is not None for v in g.values())}/{len(g)} | {', '.join(ratio)} | "
-            f"{_mean_std(auc, 1, 3)} |"
+            f"{format_mean_std(auc, 1, 3)} |"
         )
     return [*out, ""]
 

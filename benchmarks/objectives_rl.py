@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from d1.recipes.evaluation.stats import format_mean_std
+
 OBJECTIVES: dict[str, dict[str, Any]] = {
     "d1": {},
     "coupled": {"full_mask_pass": False},
@@ -116,12 +118,6 @@ def run_seed(args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _mean_std(xs: list[float]) -> str:
-    m = statistics.mean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{100 * m:.1f} ± {100 * s:.1f}"
-
-
 def write_report(results: list[dict[str, Any]], out: Path, command: str, cfg: Any) -> str:
     import matplotlib
 
@@ -141,7 +137,7 @@ def write_report(results: list[dict[str, Any]], out: Path, command: str, cfg: An
         "| objective | options | hard-test accuracy | last-10 mean rollout reward | per seed "
         "| forward / backward passes (per seed) | RL wall (s, mean) |",
         "|---|---|---|---|---|---|---|",
-        f"| SFT only | | {_mean_std([r['sft_accuracy'] for r in results])} | | {sft_seeds} | | |",
+        f"| SFT only | | {format_mean_std([r['sft_accuracy'] for r in results])} | | {sft_seeds} | | |",
     ]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in names:
@@ -158,7 +154,7 @@ def write_report(results: list[dict[str, Any]], out: Path, command: str, cfg: An
         o = results[0]["objectives"][name]
         lines.append(
             f"| {name} | {json.dumps(OBJECTIVES[name]) if OBJECTIVES[name] else ''} | "
-            f"**{_mean_std(accs)}** | {statistics.mean(last):.3f} ± "
+            f"**{format_mean_std(accs)}** | {statistics.mean(last):.3f} ± "
             f"{statistics.stdev(last) if len(last) > 1 else 0.0:.3f} | "
             f"{', '.join(f'{100 * a:.1f}' for a in accs)} | {o['forward_passes']} / "
             f"{o['backward_passes']} | "

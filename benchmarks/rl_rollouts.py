@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from d1.recipes.evaluation.stats import mean_spread
+
 DEFAULT_SETTINGS = ("reference:name=reference", "fast-dual:name=fast,cache=dual")
 
 
@@ -218,10 +220,6 @@ def time_rollouts(args: argparse.Namespace) -> None:
     print("\n".join(rows))
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def report(args: argparse.Namespace) -> None:
     """Table (markdown, stdout and `report.md`) and plot (`rl_rollouts.png`) from the results."""
     import matplotlib
@@ -249,7 +247,7 @@ def report(args: argparse.Namespace) -> None:
         cells = []
         for s in steps:
             accs = [100 * r["accuracy"][str(s)]["accuracy"] for r in rs if str(s) in r["accuracy"]]
-            m, sd = _mean_std(accs)
+            m, sd = mean_spread(accs)
             cells.append(f"{m:.1f} ± {sd:.1f}")
         rew = [statistics.fmean(v for _, v in r["reward"][-window:]) for r in rs]
         roll = [statistics.fmean(x for x in r["rollout_seconds"] if x is not None) for r in rs]
@@ -257,8 +255,8 @@ def report(args: argparse.Namespace) -> None:
         lines.append(
             f"| {label} | {rs[0]['sampler']} | {','.join(str(r['seed']) for r in rs)} | "
             + " | ".join(cells)
-            + f" | {_mean_std(rew)[0]:.3f} ± {_mean_std(rew)[1]:.3f} | "
-            f"{_mean_std(roll)[0]:.4f} | {_mean_std(wall)[0]:.0f} |"
+            + f" | {mean_spread(rew)[0]:.3f} ± {mean_spread(rew)[1]:.3f} | "
+            f"{mean_spread(roll)[0]:.4f} | {mean_spread(wall)[0]:.0f} |"
         )
     # Paired per seed (every setting starts from the same SFT checkpoint): setting - first.
     first = labels[0] if args.baseline is None else args.baseline
@@ -287,8 +285,10 @@ def report(args: argparse.Namespace) -> None:
                 for r in results[label]
                 if r["seed"] in base_runs and str(s) in r["accuracy"]
             ]
-            spread = _mean_std([100 * r["accuracy"][str(s)]["accuracy"] for r in results[first]])[1]
-            m, sd = _mean_std(diffs)
+            spread = mean_spread([100 * r["accuracy"][str(s)]["accuracy"] for r in results[first]])[
+                1
+            ]
+            m, sd = mean_spread(diffs)
             ok = "within" if abs(m) <= spread else "OUTSIDE"
             cells.append(f"{m:+.1f} ± {sd:.1f} ({ok})")
         rd = [
@@ -296,10 +296,10 @@ def report(args: argparse.Namespace) -> None:
             - statistics.fmean(v for _, v in base_runs[r["seed"]]["reward"][-window:])
             for r in results[label]
         ]
-        rspread = _mean_std(
+        rspread = mean_spread(
             [statistics.fmean(v for _, v in r["reward"][-window:]) for r in results[first]]
         )[1]
-        m, sd = _mean_std(rd)
+        m, sd = mean_spread(rd)
         ok = "within" if abs(m) <= rspread else "OUTSIDE"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {m:+.3f} ± {sd:.3f} ({ok}) |")
     md = "\n".join(lines)

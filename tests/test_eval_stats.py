@@ -7,8 +7,10 @@ import math
 import pytest
 
 from d1.recipes.evaluation.stats import (
+    format_mean_std,
     format_summary,
     mean,
+    mean_spread,
     regularized_incomplete_beta,
     sample_std,
     student_t_cdf,
@@ -92,3 +94,13 @@ def test_summarize_chooses_interval() -> None:
 
     s3 = summarize([0.3])
     assert s3.ci_method == "none" and format_summary(s3) == "30.0"
+
+
+def test_mean_spread_and_its_format_hand_computed() -> None:
+    # [0.1, 0.2, 0.6]: mean 0.3, deviations -0.2, -0.1, 0.3 -> squares 0.14 / 2 -> std sqrt(0.07)
+    m, sd = mean_spread([0.1, 0.2, 0.6])
+    assert m == pytest.approx(0.3) and sd == pytest.approx(0.07**0.5)
+    assert format_mean_std([0.1, 0.2, 0.6]) == "30.0 ± 26.5"
+    assert format_mean_std([0.1234], 1, 3) == "0.123 ± 0.000"  # one seed: no spread yet
+    assert mean_spread([0.5]) == (0.5, 0.0)
+    assert format_mean_std([]) == "-"

@@ -36,6 +36,20 @@ def sample_std(values: Sequence[float]) -> float:
     return math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1))
 
 
+def mean_spread(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample std) for reporting a spread over seeds: the std of a single value is 0
+    (nothing varies yet), where `sample_std` says NaN (undefined)."""
+    return mean(values), (sample_std(values) if len(values) > 1 else 0.0)
+
+
+def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+    """`mean ± std` of `values` times `scale` (default: fractions as percent); "-" if empty."""
+    if len(values) == 0:
+        return "-"
+    m, s = mean_spread(values)
+    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
+
+
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction for the incomplete beta function (modified Lentz's method)."""
     tiny = 1e-300
