@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -109,14 +109,14 @@ class GRPOLossOutput:
     Attributes:
         loss: scalar, `sum(weights * per_token_loss)`, differentiable w.r.t. `logps`.
         per_token_loss: [B, C] unweighted per-token loss (zero off the mask).
-        sums: summed statistics over the valid tokens, ready to merge across micro-batches
-            with `LossStats` ("tokens", "kl", "clip_low", "clip_high", "clip_region", "ratio",
-            "ratio_min", "ratio_max").
+        sums: summed statistics over the valid tokens as float64 device scalars, ready to merge
+            across micro-batches with `LossStats` ("tokens", "kl", "clip_low", "clip_high",
+            "clip_region", "ratio", "ratio_min", "ratio_max").
     """
 
     loss: torch.Tensor
     per_token_loss: torch.Tensor
-    sums: dict[str, float]
+    sums: dict[str, torch.Tensor]
 
 
 def grpo_loss(
@@ -198,41 +198,58 @@ def grpo_loss(
     loss = (per_token * weights.to(per_token.dtype)).sum()
 
     with torch.no_grad():
+        # Device scalars, not Python floats: reading them back is one host sync per optimizer
+        # step (`LossStats.finalize`), not eight per micro-batch.
         r = ratio.detach()
         low = (r < 1.0 - epsilon) & (adv < 0) & valid
         high = (r > 1.0 + eps_high) & (adv > 0) & valid
-        n_tok = int(valid.sum())
-        rv = r[valid]
+        f64 = torch.float64
         sums = {
-            "tokens": float(n_tok),
-            "kl": float((kl.detach() * m).sum()) if kl is not None else 0.0,
-            "clip_low": float(low.sum()),
-            "clip_high": float(high.sum()),
-            "clip_region": float((low | high).sum()),
-            "ratio": float(rv.sum()) if n_tok else 0.0,
-            "ratio_min": float(rv.min()) if n_tok else math.inf,
-            "ratio_max": float(rv.max()) if n_tok else -math.inf,
+            "tokens": valid.sum().to(f64),
+            "kl": (kl.detach() * m).sum().to(f64) if kl is not None else r.new_zeros((), dtype=f64),
+            "clip_low": low.sum().to(f64),
+            "clip_high": high.sum().to(f64),
+            "clip_region": (low | high).sum().to(f64),
+            "ratio": r[valid].sum().to(f64),
+            "ratio_min": r.masked_fill(~valid, math.inf).amin().to(f64),
+            "ratio_max": r.masked_fill(~valid, -math.inf).amax().to(f64),
         }
     return GRPOLossOutput(loss=loss, per_token_loss=per_token, sums=sums)
 
 
 @dataclass
 class LossStats:
-    """Merges `GRPOLossOutput.sums` over micro-batches into token-weighted means."""
+    """Merges `GRPOLossOutput.sums` over micro-batches into token-weighted means.
 
-    totals: dict[str, float] = field(default_factory=dict)
+    `update` accepts Python floats or device scalars and keeps them on the device;
+    `finalize` turns the totals into floats with one host sync.
+    """
 
-    def update(self, sums: dict[str, float]) -> None:
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, sums: dict[str, Any]) -> None:
         for key, value in sums.items():
-            if key == "ratio_min":
-                self.totals[key] = min(self.totals.get(key, math.inf), value)
+            if key not in self.totals:
+                self.totals[key] = value
+            elif key == "ratio_min":
+                self.totals[key] = _pairwise(torch.minimum, min, self.totals[key], value)
             elif key == "ratio_max":
-                self.totals[key] = max(self.totals.get(key, -math.inf), value)
+                self.totals[key] = _pairwise(torch.maximum, max, self.totals[key], value)
             else:
-                self.totals[key] = self.totals.get(key, 0.0) + value
+                self.totals[key] = self.totals[key] + value
+
+    def finalize(self) -> LossStats:
+        """The totals as Python floats (one host sync for all of them); returns self."""
+        keys = [k for k, v in self.totals.items() if isinstance(v, torch.Tensor)]
+        if keys:
+            values = torch.stack([self.totals[k].detach().to(torch.float64) for k in keys])
+            for k, v in zip(keys, values.tolist(), strict=True):
+                self.totals[k] = v
+        return self
 
     def summary(self) -> dict[str, float]:
         """Token means: kl, clip_ratio/{low,high,region}, ratio/{mean,min,max}."""
+        self.finalize()
         n = self.totals.get("tokens", 0.0)
         if n <= 0:
             return {}
@@ -252,3 +269,13 @@ class LossStats:
             out["ratio/min"] = t["ratio_min"]
             out["ratio/max"] = t["ratio_max"]
         return out
+
+
+def _pairwise(tensor_op: Any, float_op: Any, a: Any, b: Any) -> Any:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        ref = a if isinstance(a, torch.Tensor) else b
+        return tensor_op(
+            torch.as_tensor(a, device=ref.device, dtype=ref.dtype),
+            torch.as_tensor(b, device=ref.device, dtype=ref.dtype),
+        )
+    return float_op(a, b)

@@ -581,7 +581,7 @@ class WD1Objective(PolicyObjective):
         seq = (logps * m).sum(dim=1)
         loss = (row_coef.to(logps.dtype) * seq).sum()
         per_token = row_coef.to(logps.dtype)[:, None] * logps * m
-        sums = {"tokens": float(valid.sum()), "wd1/seq_logp": float(seq.detach().sum())}
+        sums = {"tokens": valid.sum().to(torch.float64)}
         return GRPOLossOutput(loss=loss, per_token_loss=per_token, sums=sums)
 
 

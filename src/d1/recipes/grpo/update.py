@@ -534,7 +534,7 @@ def policy_step(
                 row_coef=None if batch.row_coef is None else batch.row_coef[sl],
             )
             backward(out.loss)
-        loss_total += float(out.loss.detach())
+        loss_total = loss_total + out.loss.detach().to(torch.float64)
         stats.update(out.sums)
         if counter is not None:
             passes = rows_noise.passes
@@ -543,4 +543,4 @@ def policy_step(
             counter.forward_tokens += rows * passes * seq_len
             counter.backward_tokens += rows * passes * seq_len
     stats.totals["loss"] = loss_total
-    return stats
+    return stats.finalize()  # the step's one host sync for its statistics
