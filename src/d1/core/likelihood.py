@@ -180,10 +180,10 @@ def _noisy_prompt(
     completion_ids: torch.Tensor,
     *,
     mask_id: int,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompt with `prompt_noise`'s positions masked, and the attention mask of
-    prompt ++ completion (None without padding). Completion positions attend everywhere, as
-    during sampling; padding may never be masked."""
+    prompt ++ completion. Completion positions attend everywhere, as during sampling; padding
+    may never be masked."""
     real = _real_tokens(prompt_ids, prompt_mask)
     if prompt_noise.shape != prompt_ids.shape:
         raise ValueError(
@@ -196,11 +196,9 @@ def _noisy_prompt(
             "prompt_noise masks padding positions; only real prompt tokens may be masked."
         )
     noisy_prompt = torch.where(prompt_noise, torch.full_like(prompt_ids, mask_id), prompt_ids)
-    attention = None
-    if not bool(real.all()):
-        attention = torch.cat([real, torch.ones_like(completion_ids, dtype=torch.bool)], dim=1)
-        attention = attention.long()
-    return noisy_prompt, attention
+    # Always built: `model_logits` drops a mask without padding (one check, not two).
+    attention = torch.cat([real, torch.ones_like(completion_ids, dtype=torch.bool)], dim=1)
+    return noisy_prompt, attention.long()
 
 
 @register_estimator("d1_one_step")
@@ -222,29 +220,20 @@ def d1_one_step_logps(
         prompt_noise = draw_prompt_mask(
             prompt_ids, prompt_mask, p_mask, mask_id=mask_id, generator=generator
         )
-    noisy_prompt, attention = _noisy_prompt(
-        prompt_ids, prompt_mask, prompt_noise, completion_ids, mask_id=mask_id
+    # One draw that masks the whole completion, coefficient 1: exactly d1's estimate.
+    whole = torch.ones_like(completion_ids, dtype=torch.bool)[:, None]
+    return masked_draws_logps(
+        model,
+        prompt_ids,
+        prompt_mask,
+        completion_ids,
+        mask_id=mask_id,
+        prompt_noise=prompt_noise,
+        completion_noise=whole,
+        coef=whole.float(),
+        logit_shift=logit_shift,
+        chunk_size=chunk_size,
     )
-    masked_completion = torch.full_like(completion_ids, mask_id)
-    input_ids = torch.cat([noisy_prompt, masked_completion], dim=1)
-
-    p_len = prompt_ids.shape[1]
-    batch = input_ids.shape[0]
-    step = batch if chunk_size is None or chunk_size <= 0 else chunk_size
-    out = []
-    for start in range(0, batch, step):
-        sl = slice(start, start + step)
-        # Logits of the completion positions only: the prompt's are never read.
-        logits = model_logits(
-            model,
-            input_ids[sl],
-            None if attention is None else attention[sl],
-            logit_shift=logit_shift,
-            keep=slice(p_len, None),
-        )
-        out.append(token_logprobs(logits, completion_ids[sl]))
-        del logits
-    return torch.cat(out, dim=0)
 
 
 def estimate_logps(
@@ -378,7 +367,7 @@ def masked_draws_logps(
             logits = model_logits(
                 model,
                 torch.cat([noisy_prompt[sl], noisy], dim=1),
-                None if attention is None else attention[sl],
+                attention[sl],
                 logit_shift=logit_shift,
                 keep=slice(p_len, None),
             )
