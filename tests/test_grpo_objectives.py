@@ -376,7 +376,7 @@ def test_precomputed_reference_equals_per_step_bit_for_bit(objective: str, chunk
     assert len(pre.ref_logps) == 3 and per_step.ref_logps == []
     obj = settings.make_objective()
     for k in range(3):
-        noise = per_step.noise_at(k)
+        noise = per_step.noise[k]
         rows = []
         for start in range(0, len(per_step), 2):
             sl = slice(start, start + 2)
@@ -420,7 +420,7 @@ def test_batch_file_round_trip_keeps_noise_and_reference(tmp_path: Path) -> None
         batch.save(tmp_path / "b.pt")
         back = PolicyBatch.load(tmp_path / "b.pt", settings, torch.device("cpu"))
         for k in range(3):
-            a, b = batch.noise_at(k), back.noise_at(k)
+            a, b = batch.noise[k], back.noise[k]
             assert torch.equal(a.prompt, b.prompt)
             assert (a.completion is None) == (b.completion is None)
             if a.completion is not None:

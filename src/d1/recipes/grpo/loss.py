@@ -96,9 +96,14 @@ def token_weights(
     return (grouped / per_group / (n // num_generations)).view_as(m)
 
 
-def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 KL estimate `exp(ref - logp) - (ref - logp) - 1` (docs/method.md §4), >= 0."""
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+    """Per-token k3 KL estimate `exp(ref - logp) - (ref - logp) - 1` (docs/method.md §4), >= 0.
+
+    `clamp`: the log-ratio `ref - logp` limited to [-clamp, clamp] first (see `grpo_loss`'s
+    `log_ratio_clamp`); None: the exact formula."""
     d = ref_logps - logps
+    if clamp is not None:
+        d = d.clamp(-clamp, clamp)
     return torch.exp(d) - d - 1.0
 
 
@@ -188,11 +193,7 @@ def grpo_loss(
     kl = None
     if beta > 0:
         assert ref_logps is not None
-        if log_ratio_clamp is None:
-            kl = k3_kl(logps, ref_logps.detach())
-        else:
-            d = (ref_logps.detach() - logps).clamp(-log_ratio_clamp, log_ratio_clamp)
-            kl = torch.exp(d) - d - 1.0
+        kl = k3_kl(logps, ref_logps.detach(), clamp=log_ratio_clamp)
         per_token = per_token + beta * kl
     per_token = per_token * m
     loss = (per_token * weights.to(per_token.dtype)).sum()

@@ -57,7 +57,7 @@ import torch
 from d1.core.likelihood import estimate_logps, masked_draws_logps
 from d1.recipes.grpo.loss import GRPOLossOutput, grpo_loss
 from d1.recipes.grpo.schedule import iteration_prompt_mask
-from d1.training.data import derive_seed
+from d1.training.data import keyed_generator
 
 __all__ = [
     "OBJECTIVES",
@@ -86,8 +86,9 @@ def completion_generator(
     `stream` separates independent draws of the same (g, k, row), e.g. the reference's own
     draws when `mc_elbo` runs without antithetic sampling.
     """
-    seed = derive_seed(run_seed, "grpo-completion-noise", stream, generation_batch, iteration, row)
-    return torch.Generator().manual_seed(seed)
+    return keyed_generator(
+        run_seed, "grpo-completion-noise", stream, generation_batch, iteration, row
+    )
 
 
 @dataclass
@@ -122,15 +123,6 @@ class NoiseState:
             coef=None if self.coef is None else self.coef[sl],
             t=None if self.t is None else self.t[sl],
             ref=None if self.ref is None else self.ref.rows(sl),
-        )
-
-    def to(self, device: torch.device | str) -> NoiseState:
-        return NoiseState(
-            prompt=self.prompt.to(device),
-            completion=None if self.completion is None else self.completion.to(device),
-            coef=None if self.coef is None else self.coef.to(device),
-            t=None if self.t is None else self.t.to(device),
-            ref=None if self.ref is None else self.ref.to(device),
         )
 
 
@@ -445,7 +437,6 @@ class CoupledObjective(PolicyObjective):
             )
             t = o.t_min + (o.t_max - o.t_min) * torch.rand(1, generator=gen)
             m = torch.rand(c, generator=gen) < t
-            half = 0.5  # both variants halve the pair sum
             j = 0
             if o.full_mask_pass:
                 comp[i, 0] = True
@@ -453,8 +444,8 @@ class CoupledObjective(PolicyObjective):
                 ts[i, 0] = 1.0
                 j = 1
             comp[i, j], comp[i, j + 1] = m, ~m
-            coef[i, j] = half / t
-            coef[i, j + 1] = half / (1.0 - t)
+            coef[i, j] = 0.5 / t  # both variants halve the pair's sum
+            coef[i, j + 1] = 0.5 / (1.0 - t)
             ts[i, j], ts[i, j + 1] = t, 1.0 - t
         device = completion_ids.device
         return NoiseState(
@@ -590,7 +581,7 @@ OBJECTIVES: dict[str, type[PolicyObjective]] = {
 }
 
 
-def _options_of(name: str) -> dict[str, str]:
+def _options_of() -> dict[str, str]:
     """option key -> the objectives that have it."""
     out: dict[str, str] = {}
     for obj, cls in OBJECTIVES.items():
@@ -607,7 +598,7 @@ def objective_problems(
         return [("objective", f"unknown {name!r}; known: {', '.join(OBJECTIVES)}.")]
     cls = OBJECTIVES[name]
     allowed = {f.name for f in fields(cls.options_type)}
-    owners = _options_of(name)
+    owners = _options_of()
     problems: list[tuple[str, str]] = []
     options = dict(options or {})
     for key in options:

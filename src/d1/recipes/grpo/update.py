@@ -79,11 +79,13 @@ class UpdateSettings(ObjectiveContext):
             raise ValueError(f"num_iterations must be >= 1; got {self.num_iterations}.")
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1; got {self.micro_batch_size}.")
-        self.make_objective()  # a bad objective or option fails here, naming the key
+        # Built once: a bad objective or option fails here, naming the key. Its context is
+        # these settings themselves; `dataclasses.replace` builds a new one.
+        self._objective = make_objective(self.objective, self.objective_options, self)
 
     def make_objective(self) -> PolicyObjective:
-        """The configured `d1.recipes.grpo.objectives.PolicyObjective`."""
-        return make_objective(self.objective, self.objective_options, self)
+        """The configured `d1.recipes.grpo.objectives.PolicyObjective` (built at construction)."""
+        return self._objective
 
     @property
     def chunk(self) -> int:
@@ -177,10 +179,6 @@ class PolicyBatch:
 
     def __len__(self) -> int:
         return int(self.prompt_ids.shape[0])
-
-    def noise_at(self, k: int) -> NoiseState:
-        """The noise state of inner iteration k."""
-        return self.noise[k]
 
     @property
     def prompt_masks(self) -> list[torch.Tensor]:
@@ -484,7 +482,7 @@ def policy_step(
     have_ref = bool(batch.ref_logps) and batch.ref_logps[iteration] is not None
     if need_ref and not have_ref and reference is None:
         raise ValueError("beta > 0 needs a reference policy (`Reference`).")
-    noise = batch.noise_at(iteration)
+    noise = batch.noise[iteration]
     old_all = batch.old_logps[iteration] if batch.old_logps else None
     ref_all = batch.ref_logps[iteration] if have_ref else None
     stats = LossStats()
