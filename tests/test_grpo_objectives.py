@@ -246,9 +246,16 @@ def test_objective_matches_literal_slow_reference(objective: str, case: int) -> 
     batch = _prepare(model, settings, seed=30 + case, reference=reference)
     prompt, attn, comp, cmask, adv = _rollout(30 + case)
     k = 1
+    # Old log-probs moved away from the current ones (as after some optimizer steps), so the
+    # ratio is not 1 and the clip is exercised.
+    delta = 0.6 * torch.randn(comp.shape, generator=torch.Generator().manual_seed(case))
+    if batch.old_logps[k] is not None:
+        batch.old_logps[k] = batch.old_logps[k] + delta
     model.zero_grad()
     stats = policy_step(model, batch, k, settings=settings, backward=lambda x: x.backward())
     got_loss, got_grad = stats.totals["loss"], _grads(model)
+    if name != "wd1":
+        assert 0 < stats.totals["clip_region"] < stats.totals["tokens"]
 
     model.zero_grad()
     n = comp.shape[0]
@@ -276,7 +283,11 @@ def test_objective_matches_literal_slow_reference(objective: str, case: int) -> 
             slow = lambda m: _slow_elbo(m, prompt, attn, comp, 3, k, 3, 0.05)  # noqa: E731
         cur = slow(model)
         with torch.no_grad():
-            old = slow(model)  # the model has not moved since `prepare`
+            # The model has not moved since `prepare`: old = its estimate, shifted as above.
+            old = [
+                [v + float(delta[i, j]) for j, v in enumerate(row)]
+                for i, row in enumerate(slow(model))
+            ]
             ref = slow(frozen)
         loss = _slow_clipped_loss(cur, old, ref, adv, cmask, 0.2, 0.3)
     loss.backward()
@@ -348,14 +359,12 @@ def test_mc_elbo_without_antithetic_draws_its_own_reference_noise() -> None:
     assert shared.draw(prompt, attn, comp, generation_batch=0, iteration=0).ref is None
 
 
-def test_wd1_needs_no_old_logps_and_weights_sum_per_group() -> None:
+def test_wd1_needs_no_old_logps() -> None:
     model = Recorder()
     settings = _settings("wd1", num_iterations=4)
     batch = _prepare(model, settings, seed=2)
     assert model.calls == []  # ratio-free: nothing precomputed
-    assert batch.row_coef is not None
-    groups = batch.row_coef.view(-1, G).sum(dim=1)
-    torch.testing.assert_close(groups, torch.zeros_like(groups), atol=1e-7, rtol=0)
+    assert batch.row_coef is not None and all(o is None for o in batch.old_logps)
 
 
 # ----------------------------------------------------------------- precomputed reference
@@ -575,6 +584,22 @@ def test_mc_elbo_log_ratio_clamp_keeps_gradients_finite() -> None:
     out = obj.loss(logps, old, ref, advantages=torch.tensor([1.0, -1.0]), mask=mask, weights=w)
     out.loss.backward()
     assert torch.isfinite(out.loss) and bool(torch.isfinite(logps.grad).all())
+    # By hand (epsilon 0.2, beta 0.3, clamp 20; old = ref = 0): per token
+    #   900 (A +1): ratio e^20 clipped to 1.2 -> -1.2; KL at d = -20: e^-20 + 19
+    #   -3  (A +1): ratio e^-3 below the clip -> -e^-3; KL at d = 3: e^3 - 4
+    #   -800 (A -1): ratio e^-20 clipped to 0.8 -> +0.8; KL at d = 20: e^20 - 21
+    #   1   (A -1): ratio e -> +e; KL at d = -1: e^-1
+    e = math.e
+    per_token = [
+        -1.2 + 0.3 * (math.exp(-20) + 19),
+        -math.exp(-3) + 0.3 * (e**3 - 4),
+        0.8 + 0.3 * (math.exp(20) - 21),
+        e + 0.3 / e,
+    ]
+    assert float(out.loss) == pytest.approx(0.25 * sum(per_token), rel=1e-6)
+    # Beyond the clamp the log-ratio is constant: no gradient through those two tokens.
+    assert float(logps.grad[0, 0]) == 0.0 and float(logps.grad[1, 0]) == 0.0
+    assert float(logps.grad[0, 1]) != 0.0 and float(logps.grad[1, 1]) != 0.0
     raw = grpo_loss(
         logps.detach().requires_grad_(),
         old,
