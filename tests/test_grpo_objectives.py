@@ -479,6 +479,9 @@ def test_four_objectives_selectable_from_yaml(tmp_path: Path) -> None:
             ["grpo.objective=coupled", "grpo.objective_options={t_min: 0.9}"],
             "'grpo.objective_options.t_min'",
         ),
+        # Settings a clean-prompt objective never reads are an error, not a silent no-op.
+        (["grpo.objective=coupled", "grpo.p_mask_prompt=0.3"], "'grpo.p_mask_prompt'.*coupled"),
+        (["grpo.objective=mc_elbo", "grpo.p_mask_prompt=0"], "'grpo.p_mask_prompt'.*mc_elbo"),
     ],
 )
 def test_bad_objective_config_names_the_key(overrides, key) -> None:
@@ -488,6 +491,12 @@ def test_bad_objective_config_names_the_key(overrides, key) -> None:
 
 def test_objective_problems_and_settings_errors() -> None:
     assert objective_problems("d1", {}) == []
+    # d1 and wd1 read the prompt mask and estimator; the clean-prompt objectives do not.
+    assert objective_problems("d1", {}, changed=["p_mask_prompt", "estimator"]) == []
+    keys = [k for k, _ in objective_problems("coupled", {}, changed=["estimator"])]
+    assert keys == ["estimator"]
+    # The paper configs keep the default 0.15, which the clean-prompt objectives accept.
+    load_config(GRPOConfig, None, ["grpo.objective=coupled", "grpo.p_mask_prompt=0.15"])
     with pytest.raises(ValueError, match=r"grpo\.objective_options\.n"):
         _settings("mc_elbo", {"n": 0})
     with pytest.raises(ValueError, match=r"grpo\.objective"):

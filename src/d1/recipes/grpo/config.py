@@ -28,7 +28,7 @@ micro-batch sees every mask once under gradient accumulation; mu = 1 works with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -115,7 +115,8 @@ class GRPOSection:
             or "sequence_mean" (the paper's written objective: per-sequence token mean, then
             mean). See `d1.recipes.grpo.loss`.
         p_mask_prompt: probability of masking each real prompt token in the log-prob estimate
-            (d1's name; paper: 0.15; 0.1-0.3 is stable, 0.5+ unstable).
+            (d1's name; paper: 0.15; 0.1-0.3 is stable, 0.5+ unstable). Objectives `d1` and
+            `wd1` only (`coupled` and `mc_elbo` keep the prompt clean: changing it is an error).
         random_masking: a fresh prompt mask per inner iteration (d1: true); false reuses one.
         estimator: the log-prob estimator of the `d1` and `wd1` objectives
             (`d1.core.likelihood.list_estimators()`).
@@ -204,7 +205,14 @@ class GRPOSection:
                 ("objective_options", f"must be a mapping; got {self.objective_options!r}.")
             )
         else:
-            problems += objective_problems(self.objective, self.objective_options, beta=self.beta)
+            changed = [
+                f.name
+                for f in fields(self)
+                if f.name in ("p_mask_prompt", "estimator") and getattr(self, f.name) != f.default
+            ]
+            problems += objective_problems(
+                self.objective, self.objective_options, beta=self.beta, changed=changed
+            )
         if self.max_prompt_length is not None and self.max_prompt_length < 1:
             problems.append(("max_prompt_length", "must be >= 1 or null."))
         for key in ("generation_batch_size", "logprob_chunk_size"):

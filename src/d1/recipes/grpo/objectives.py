@@ -48,7 +48,7 @@ docstring also writes its formula out, and each has a literal slow reference in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -253,12 +253,15 @@ class PolicyObjective:
         name: the `grpo.objective` name.
         uses_old: whether the loss needs the old policy's log-probs (a ratio).
         uses_ref: whether the loss has a reference (KL) term when `beta > 0`.
+        masks_prompt: whether it uses d1's prompt mask and estimator (`grpo.p_mask_prompt`,
+            `grpo.estimator`); objectives on the clean prompt with their own draws do not.
     """
 
     name: ClassVar[str] = ""
     options_type: ClassVar[type] = D1Options
     uses_old: ClassVar[bool] = True
     uses_ref: ClassVar[bool] = True
+    masks_prompt: ClassVar[bool] = True
 
     def __init__(self, ctx: ObjectiveContext, options: Any = None) -> None:
         self.ctx = ctx
@@ -421,6 +424,7 @@ class CoupledObjective(PolicyObjective):
     """
 
     name = "coupled"
+    masks_prompt = False
     options_type = CoupledOptions
 
     def draw(self, prompt_ids, prompt_mask, completion_ids, *, generation_batch, iteration):
@@ -480,6 +484,7 @@ class MCElboObjective(PolicyObjective):
     """
 
     name = "mc_elbo"
+    masks_prompt = False
     options_type = MCElboOptions
 
     def log_ratio_clamp(self) -> float | None:
@@ -591,9 +596,17 @@ def _options_of() -> dict[str, str]:
 
 
 def objective_problems(
-    name: str, options: Mapping[str, Any] | None, *, beta: float = 0.0
+    name: str,
+    options: Mapping[str, Any] | None,
+    *,
+    beta: float = 0.0,
+    changed: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
-    """Problems of `grpo.objective` / `grpo.objective_options` as (key, message) pairs."""
+    """Problems of `grpo.objective` / `grpo.objective_options` as (key, message) pairs.
+
+    `changed`: the GRPO keys set away from their defaults; `p_mask_prompt` or `estimator`
+    among them is an error for an objective that does not use them (rather than a silent
+    no-op, e.g. a p_mask sweep that changes nothing)."""
     if name not in OBJECTIVES:
         return [("objective", f"unknown {name!r}; known: {', '.join(OBJECTIVES)}.")]
     cls = OBJECTIVES[name]
@@ -621,6 +634,16 @@ def objective_problems(
         problems.append(("objective_options", f"bad value for objective {name!r}: {e}."))
     if not cls.uses_ref and beta > 0:
         problems.append(("beta", f"objective {name!r} uses no reference policy; set grpo.beta: 0."))
+    if not cls.masks_prompt:
+        for key in ("p_mask_prompt", "estimator"):
+            if key in changed:
+                problems.append(
+                    (
+                        key,
+                        f"objective {name!r} keeps the prompt clean and draws its own masks: "
+                        f"grpo.{key} has no effect on it; leave it at its default.",
+                    )
+                )
     return problems
 
 
