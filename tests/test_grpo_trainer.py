@@ -457,7 +457,7 @@ def test_progress_moves_every_step_names_rollouts_and_shows_reward(
     for call in range(1, 5):
         for block in (1, 2):
             assert f"rollout: sampling {call}/4, block {block}/2" in phases
-    assert "rollout: scoring 16 completions" in phases and "old log-probs" in phases
+    assert "rollout: scoring 16 completions" in phases and "old / reference log-probs" in phases
     assert phases[-1] == "train"  # every phase ends back on the bar's own name
     shown = [e[2] for e in bar.events if e[0] == "update" and e[2]]
     assert shown and all({"reward", "accuracy", "loss", "lr"} <= set(v) for v in shown)

@@ -58,7 +58,7 @@ _LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 @dataclass
 class TaskSpec:
-    """One training task of the run (several make a multi-task mixture, docs/method.md §7).
+    """One training task of the run (several make a multi-task mixture, docs/method.md §5).
 
     Attributes:
         name: a registered task ("gsm8k", "math", "countdown", "sudoku", "kodcode", ...).

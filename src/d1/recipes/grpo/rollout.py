@@ -1,7 +1,7 @@
 """Rollouts for diffu-GRPO (docs/method.md §4): prompts, G sampled completions each, task rewards.
 
 One generation batch is a list of (task, example) prompts, possibly from several tasks (a
-multi-task mixture, docs/method.md §7). Each prompt is repeated G (`num_generations`) times, contiguously,
+multi-task mixture, docs/method.md §5). Each prompt is repeated G (`num_generations`) times, contiguously,
 so rows `[g*G, (g+1)*G)` form prompt g's group; all rows are left-padded with an attention
 mask and sampled with `d1.core.sampling` (the policy in eval mode, no gradient, inside
 `d1.recipes.grpo.generation.generation_context`, one `torch.Generator` per sampler call). Completions

@@ -406,7 +406,7 @@ class GRPORecipe:
         self, rollout: Rollout, adv: AdvantageResult, weights: torch.Tensor, gen_index: int
     ) -> PolicyBatch:
         """The noise of every inner iteration and the old / reference log-probs (no gradient)."""
-        with self.acc.autocast(), self.run.phase("old log-probs"):
+        with self.acc.autocast(), self.run.phase("old / reference log-probs"):
             batch = prepare_policy_batch(
                 self.model,
                 prompt_ids=rollout.prompt_ids,
@@ -484,7 +484,7 @@ class GRPORecipe:
         pending: dict[str, float] = {}
         shown: dict[str, float] = {}  # the latest reward / accuracy, next to the progress bar
         last_metrics: dict[str, float] = {}
-        timing = dict.fromkeys(("rollout", "old_logps", "update"), 0.0)
+        timing = dict.fromkeys(("rollout", "logps", "update"), 0.0)  # logps: old + reference
         t_window, window_steps = time.perf_counter(), 0
         self.model.train()
         while run.state.step < self.max_steps:
@@ -496,7 +496,7 @@ class GRPORecipe:
                 t1 = time.perf_counter()
                 timing["rollout"] += t1 - t0
                 self.batch = self.prepare(rollout, adv, weights, gen_index)
-                timing["old_logps"] += time.perf_counter() - t1
+                timing["logps"] += time.perf_counter() - t1
                 metrics, samples = _rollout_metrics(
                     rollout,
                     all_rewards,
