@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -275,7 +276,10 @@ def main() -> None:
         "repeats": args.repeats,
         "nonzero_advantages": int((pairs.adv != 0).sum()),
         "wall_s": time.perf_counter() - t0,
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python " + " ".join(sys.argv),
+        "command": " ".join(
+            [f"OMP_NUM_THREADS={t}" for t in [os.environ.get("OMP_NUM_THREADS")] if t]
+            + [".venv/bin/python", *sys.argv]
+        ),  # with the thread setting the run really had
     }
     stem = "estimators_ratio" if args.ratio_only else "estimators"
     (out / f"{stem}.json").write_text(

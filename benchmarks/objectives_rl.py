@@ -19,7 +19,9 @@ import argparse
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -214,9 +216,11 @@ def main() -> None:
         with mp.get_context("spawn").Pool(args.workers) as pool:
             results = pool.map(run_seed, jobs)
     (out / "objectives_rl.json").write_text(json.dumps(results, indent=1))
-    import sys
 
-    command = "OMP_NUM_THREADS=1 .venv/bin/python " + " ".join(sys.argv)
+    command = " ".join(
+        [f"OMP_NUM_THREADS={t}" for t in [os.environ.get("OMP_NUM_THREADS")] if t]
+        + [".venv/bin/python", *sys.argv]
+    )  # the thread setting the run really had
     print(write_report(results, out, command, cfg))
     print(f"wall {time.perf_counter() - t:.0f} s")
 

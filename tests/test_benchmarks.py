@@ -185,3 +185,25 @@ def test_model_fastpaths_switches_each_path_off_with_the_same_tokens() -> None:
         (s, v) for s in ("reference", "fast, dual cache") for v in variants
     ]
     assert all(r[-1] == "True" for r in rows)
+
+
+def test_estimator_and_objective_benchmarks_run_small(tmp_path) -> None:
+    """`estimators.py` and `objectives_rl.py` end to end at toy sizes: every estimator row and
+    every objective row of their tables is printed, with the command that made them."""
+    out = _run(
+        "estimators.py",
+        *("--out", str(tmp_path / "est"), "--sft-steps", "5", "--prompts", "2"),
+        *("--generations", "2", "--repeats", "2", "--budgets", "1", "2", "--ref-draws", "4"),
+    )
+    for name in ("d1", "coupled", "mc_elbo"):
+        assert any(ln.startswith(f"| {name}") for ln in out.splitlines()), name
+    assert "OMP_NUM_THREADS=1 .venv/bin/python" in out
+    out = _run(
+        "objectives_rl.py",
+        *("--out", str(tmp_path / "orl"), "--seeds", "0", "--objectives", "d1", "wd1"),
+        *("--workers", "1", "--sft-steps", "5", "--grpo-steps", "2", "--test-size", "8"),
+    )
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    assert any("SFT only" in ln for ln in rows)
+    for name in ("d1", "wd1"):
+        assert any(ln.startswith(f"| {name}") for ln in rows), name
