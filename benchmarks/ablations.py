@@ -33,13 +33,14 @@ import argparse
 import concurrent.futures as cf
 import dataclasses
 import json
+import math
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from d1.recipes.evaluation.stats import format_mean_std, mean_spread
+from d1.recipes.evaluation.stats import format_mean_std, mean_spread, t_interval
 
 P_MASKS: tuple[float, ...] = (0.0, 0.15, 0.3, 0.5, 0.7)
 MUS: tuple[int, ...] = (1, 2, 4, 8, 12)
@@ -442,9 +443,16 @@ def _paired(
         ]  # type: ignore[operator]
         wins = sum(v > 0 for v in d), sum(v == 0 for v in d), sum(v < 0 for v in d)
         per = ", ".join(f"{100 * v:+.1f}" for v in d)
-        return f"| {label} | {format_mean_std(d)} | {per} | {wins[0]} / {wins[1]} / {wins[2]} |"
+        lo, hi = t_interval(d) if len(d) > 1 else (math.nan, math.nan)
+        ci = "–" if math.isnan(lo) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        return (
+            f"| {label} | {format_mean_std(d)} | {ci} | {per} | {wins[0]} / {wins[1]} / {wins[2]} |"
+        )
 
-    head = ["| comparison | mean ± std (points) | per seed | W / T / L |", "|---|---|---|---|"]
+    head = [
+        "| comparison | mean ± std (points) | 95 % t interval | per seed | W / T / L |",
+        "|---|---|---|---|---|",
+    ]
     if ablation == "p_mask":
         base = rows[0][1]
         out = ["Paired per seed, exact-sums difference to p_mask 0:", "", *head]
