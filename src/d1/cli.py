@@ -7,6 +7,7 @@ Each subcommand parses its options, then calls one function of the library. Heav
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,18 @@ class _Commands(TyperGroup):
             if status == 2:
                 typer.echo("(d1 --debug COMMAND ... shows the traceback)", err=True)
             raise typer.Exit(status) from None
+        finally:
+            _release_process_group()
+
+
+def _release_process_group() -> None:
+    """The process ends with its command: a distributed launch's process group is destroyed
+    here, so no communication thread is torn down by the interpreter's exit (a race that
+    can abort a rank with "terminate called without an active exception"). torch is not
+    imported for commands that never loaded it."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 app = typer.Typer(
