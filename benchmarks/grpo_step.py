@@ -237,6 +237,48 @@ def _read_prompts(path: str) -> list[str]:
     return lines
 
 
+def _token_prompts(
+    args: argparse.Namespace, model: torch.nn.Module, tok: Any, mask_id: int, eos_id: int | None
+) -> tuple[Callable[[int], tuple[torch.Tensor, torch.Tensor]], str]:
+    """(generation batch -> prompt ids and mask, workload name) for `--prompts FILE`, or random
+    prompts of W1's length for a model without them."""
+    if args.prompts is not None:
+        from d1.core.sampling import encode_prompts
+
+        texts = _read_prompts(args.prompts)
+        if getattr(tok, "chat_template", None):
+            texts = [
+                tok.apply_chat_template(
+                    [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
+                )
+                for t in texts
+            ]
+
+        def file_ids(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            p = args.prompts_per_batch
+            chosen = [texts[(b * p + i) % len(texts)] for i in range(p)]
+            return encode_prompts(tok, chosen)
+
+        ids_fn = file_ids
+        name = f"{args.model}, prompts of {args.prompts}"
+    else:
+        special = {
+            i for i in (mask_id, eos_id, getattr(tok, "pad_token_id", None)) if i is not None
+        }
+        vocab = int(model.config.vocab_size)
+
+        def random_ids(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator().manual_seed(1000 + b)
+            ids = torch.randint(0, vocab, (args.prompts_per_batch, W1_PROMPT_LENGTH), generator=g)
+            for s in special:
+                ids[ids == s] = (s + 1) % vocab if (s + 1) % vocab not in special else 0
+            return ids, torch.ones_like(ids)
+
+        ids_fn = random_ids
+        name = f"{args.model}, random prompts of {W1_PROMPT_LENGTH} ids"
+    return ids_fn, name
+
+
 def build_workload(args: argparse.Namespace) -> Workload:
     """The workload of `args` (W1, the default Sudoku one, or `--model` / `--prompts`)."""
     g_common = {
@@ -306,53 +348,10 @@ def build_workload(args: argparse.Namespace) -> Workload:
                 r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, r.rewards
             )
 
-        name = f"{args.model}, Sudoku prompts"
-        return Workload(
-            name,
-            model,
-            mask_id,
-            eos_id,
-            lr=1e-5 if args.lr is None else args.lr,
-            rollout_fn=sudoku,
-            logit_shift=spec.logit_shift,
-            **g_common,
-        )
-
-    if args.prompts is not None:
-        from d1.core.sampling import encode_prompts
-
-        texts = _read_prompts(args.prompts)
-        if getattr(tok, "chat_template", None):
-            texts = [
-                tok.apply_chat_template(
-                    [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
-                )
-                for t in texts
-            ]
-
-        def file_ids(b: int) -> tuple[torch.Tensor, torch.Tensor]:
-            p = args.prompts_per_batch
-            chosen = [texts[(b * p + i) % len(texts)] for i in range(p)]
-            return encode_prompts(tok, chosen)
-
-        ids_fn = file_ids
-        name = f"{args.model}, prompts of {args.prompts}"
+        fn, name = sudoku, f"{args.model}, Sudoku prompts"
     else:
-        special = {
-            i for i in (mask_id, eos_id, getattr(tok, "pad_token_id", None)) if i is not None
-        }
-        vocab = int(model.config.vocab_size)
-
-        def random_ids(b: int) -> tuple[torch.Tensor, torch.Tensor]:
-            g = torch.Generator().manual_seed(1000 + b)
-            ids = torch.randint(0, vocab, (args.prompts_per_batch, W1_PROMPT_LENGTH), generator=g)
-            for s in special:
-                ids[ids == s] = (s + 1) % vocab if (s + 1) % vocab not in special else 0
-            return ids, torch.ones_like(ids)
-
-        ids_fn = random_ids
-        name = f"{args.model}, random prompts of {W1_PROMPT_LENGTH} ids"
-    fn = _token_rollout(ids_fn, args.num_generations, args.micro_batch, mask_id, eos_id)
+        ids_fn, name = _token_prompts(args, model, tok, mask_id, eos_id)
+        fn = _token_rollout(ids_fn, args.num_generations, args.micro_batch, mask_id, eos_id)
     return Workload(
         name,
         model,
