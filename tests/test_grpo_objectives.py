@@ -328,25 +328,27 @@ def test_same_state_for_current_old_and_reference_and_counts(objective, options,
     uses_old = objective != "wd1"
     assert counter.old_forward_passes == (2 * n * passes if uses_old else 0)
     assert counter.ref_forward_passes == (3 * n * passes if settings.beta > 0 else 0)
-    old_inputs = [c[0] for c in model.calls]
-    ref_inputs = [c[0] for c in frozen.calls]
+    # Every (row, pass) sequence, in order; the no-grad passes run in chunks of the micro-batch.
+    old_inputs = torch.cat([c[0] for c in model.calls]) if model.calls else None
+    ref_inputs = torch.cat([c[0] for c in frozen.calls]) if frozen.calls else None
     model.calls.clear()
     frozen.calls.clear()
+    per_k = n * passes
     for k in range(3):
         before = counter.policy_forward_passes
         policy_step(
             model, batch, k, settings=settings, backward=lambda x: x.backward(), counter=counter
         )
-        cur = [c[0] for c in model.calls]
         assert all(c[1] for c in model.calls) and frozen.calls == []  # one forward + backward
-        assert len(cur) == passes
-        assert counter.policy_forward_passes - before == n * passes
+        cur = torch.cat([c[0] for c in model.calls])
+        assert cur.shape[0] == per_k  # each row's passes, one sequence each
+        assert counter.policy_forward_passes - before == per_k
         if uses_old and k >= 1:
-            for a, b in zip(cur, old_inputs[(k - 1) * passes : k * passes], strict=True):
-                assert torch.equal(a, b)
+            assert old_inputs is not None
+            assert torch.equal(cur, old_inputs[(k - 1) * per_k : k * per_k])
         if settings.beta > 0:
-            for a, b in zip(cur, ref_inputs[k * passes : (k + 1) * passes], strict=True):
-                assert torch.equal(a, b)
+            assert ref_inputs is not None
+            assert torch.equal(cur, ref_inputs[k * per_k : (k + 1) * per_k])
         model.calls.clear()
 
 

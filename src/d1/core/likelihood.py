@@ -352,27 +352,28 @@ def masked_draws_logps(
     completion_noise = completion_noise.to(device=completion_ids.device, dtype=torch.bool)
     coef = coef.to(device=completion_ids.device, dtype=torch.float32)
     p_len = prompt_ids.shape[1]
-    step = b if chunk_size is None or chunk_size <= 0 else chunk_size
-    out = []
-    for start in range(0, b, step):
+    draws = completion_noise.shape[1]
+    # Every (row, draw) pair is one sequence, and the forwards run over chunks of sequences:
+    # a row's D draws share forwards with other rows' (fewer, larger forwards than one per
+    # draw); `chunk_size` bounds the sequences per forward.
+    row_of = torch.arange(b, device=completion_ids.device).repeat_interleave(draws)
+    hidden = completion_noise.reshape(b * draws, c)
+    weight = coef.reshape(b * draws, c)
+    targets = completion_ids[row_of]
+    inputs = torch.cat(
+        [noisy_prompt[row_of], torch.where(hidden, torch.full_like(targets, mask_id), targets)],
+        dim=1,
+    )
+    attention = attention[row_of]
+    n = b * draws
+    step = n if chunk_size is None or chunk_size <= 0 else chunk_size
+    parts = []
+    for start in range(0, n, step):
         sl = slice(start, start + step)
-        total = torch.zeros(
-            completion_ids[sl].shape, dtype=torch.float32, device=completion_ids.device
+        logits = model_logits(
+            model, inputs[sl], attention[sl], logit_shift=logit_shift, keep=slice(p_len, None)
         )
-        for d in range(completion_noise.shape[1]):
-            hidden = completion_noise[sl, d]
-            noisy = torch.where(
-                hidden, torch.full_like(completion_ids[sl], mask_id), completion_ids[sl]
-            )
-            logits = model_logits(
-                model,
-                torch.cat([noisy_prompt[sl], noisy], dim=1),
-                attention[sl],
-                logit_shift=logit_shift,
-                keep=slice(p_len, None),
-            )
-            lp = token_logprobs(logits, completion_ids[sl])
-            del logits
-            total = total + torch.where(hidden, coef[sl, d] * lp, torch.zeros_like(lp))
-        out.append(total)
-    return torch.cat(out, dim=0)
+        lp = token_logprobs(logits, targets[sl])
+        del logits
+        parts.append(torch.where(hidden[sl], weight[sl] * lp, torch.zeros_like(lp)))
+    return torch.cat(parts).view(b, draws, c).sum(dim=1)
